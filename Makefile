@@ -1,0 +1,38 @@
+# Quick start: `make serve` runs tunedeck (SQLite + embedded broker); `make test` runs the tests.
+# Both create .venv and install on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+VENDOR_STAMP := app/static/vendor/.installed
+
+.PHONY: serve test test-all setup lint bench
+
+serve: setup
+	$(BIN)/tunedeck serve
+
+test: setup
+	$(BIN)/pytest
+
+test-all: setup
+	$(BIN)/pytest -m "slow or not slow"
+
+lint: setup
+	$(BIN)/ruff check app worker tests benchmarks
+
+bench: setup
+	$(BIN)/python -m benchmarks
+
+setup: $(STAMP) $(VENDOR_STAMP)
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first, pinned to the CPU wheel range; a bare `torch` could pull a multi-GB CUDA build.
+	$(BIN)/pip install -q "torch>=2.4,<2.14"
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+$(VENDOR_STAMP): package.json package-lock.json scripts/vendor.sh
+	bash scripts/vendor.sh
+	touch $(VENDOR_STAMP)

@@ -1,0 +1,1 @@
+"""tunedeck: launch and watch Hugging Face fine-tunes."""

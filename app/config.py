@@ -1,0 +1,56 @@
+"""The one Settings object; nothing else reads os.environ."""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TUNEDECK_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Path("tunedeck-data")
+    database_url: str | None = Field(default=None, description="default: SQLite in data_dir")
+    broker_url: str | None = Field(default=None, description="default: SQLite broker in data_dir")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_tokens: str = Field(default="", description="comma-separated bearer tokens")
+    secret_key: str | None = Field(default=None, description="signs session cookies")
+    max_upload_mb: int = 200
+    heartbeat_seconds: float = 5.0
+    lease_timeout_seconds: float = 60.0
+    max_restarts: int = 3
+    flush_seconds: float = 0.25
+    sse_poll_seconds: float = 0.2
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'tunedeck.db').resolve()}"
+
+    @property
+    def broker(self) -> str:
+        return self.broker_url or f"sqla+sqlite:///{(self.data_dir / 'broker.db').resolve()}"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.data_dir / "uploads"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.data_dir / "jobs"
+
+    def job_dir(self, job_id: int) -> Path:
+        return self.jobs_dir / str(job_id)
+
+    @property
+    def token_list(self) -> list[str]:
+        return [t.strip() for t in self.api_tokens.split(",") if t.strip()]
+
+
+@lru_cache
+def get_settings() -> Settings:
+    settings = Settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return settings

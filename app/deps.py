@@ -1,0 +1,24 @@
+"""Annotated dependency aliases shared by routers."""
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Path
+from sqlalchemy.orm import Session
+
+from app.config import Settings, get_settings
+from app.db import get_session
+from app.jobs.models import Job
+
+SessionDep = Annotated[Session, Depends(get_session)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def get_job_or_404(session: SessionDep, job_id: Annotated[int, Path(ge=1, le=2**31 - 1)]) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise HTTPException(404, f"job {job_id} not found")
+    return job
+
+
+JobDep = Annotated[Job, Depends(get_job_or_404)]

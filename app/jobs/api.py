@@ -1,0 +1,130 @@
+"""JSON API for jobs under /api/v1."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Header, HTTPException, Query
+from fastapi.responses import StreamingResponse
+
+from app.deps import JobDep, SessionDep, SettingsDep
+from app.errors import Conflict, Invalid
+from app.jobs import repository, service
+from app.jobs.archive import stream_tar
+from app.jobs.events import job_events
+from app.jobs.models import JobStatus
+from app.jobs.schemas import (
+    CheckpointOut,
+    JobOut,
+    JobPage,
+    JobSpec,
+    MetricsOut,
+    PredictionPage,
+)
+
+router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
+
+ERRORS = {404: {"description": "No such job"}}
+
+
+@router.post("", status_code=201, response_model=JobOut,
+             responses={422: {"description": "The spec names a bad field"}})
+def submit_job(spec: JobSpec, session: SessionDep) -> JobOut:
+    try:
+        job = service.create_job(session, spec)
+    except Invalid as exc:
+        raise HTTPException(422, [{"loc": ["body", *exc.field.split(".")], "msg": exc.message,
+                                   "type": "value_error"}]) from exc
+    return service.to_out(job)
+
+
+@router.get("", response_model=JobPage)
+def list_jobs(
+    session: SessionDep,
+    status: JobStatus | None = None,
+    page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
+    per_page: Annotated[int, Query(ge=1, le=200)] = 20,
+) -> JobPage:
+    return service.job_page(session, status=status, page=page, per_page=per_page)
+
+
+@router.get("/{job_id}", response_model=JobOut, responses=ERRORS)
+def get_job(job: JobDep) -> JobOut:
+    return service.to_out(job)
+
+
+@router.post("/{job_id}/cancel", response_model=JobOut,
+             responses={**ERRORS, 409: {"description": "The job has already finished"}})
+def cancel_job(job: JobDep, session: SessionDep) -> JobOut:
+    try:
+        return service.to_out(service.cancel_job(session, job))
+    except Conflict as exc:
+        raise HTTPException(409, str(exc)) from exc
+
+
+@router.get("/{job_id}/metrics", response_model=MetricsOut, responses=ERRORS)
+def get_metrics(
+    job: JobDep,
+    session: SessionDep,
+    after_step: Annotated[int, Query(ge=-1, le=2**31 - 1)] = -1,
+    max_points: Annotated[int, Query(ge=4, le=100_000)] = 2000,
+    name: Annotated[list[str] | None, Query(max_length=50)] = None,
+) -> MetricsOut:
+    return service.metric_series(session, job.id, after_step=after_step, max_points=max_points,
+                                 names=name)
+
+
+@router.get("/{job_id}/events", responses={**ERRORS, 200: {
+    "content": {"text/event-stream": {}},
+    "description": "Server-sent events: metric, status, progress, end"}})
+def stream_events(
+    job: JobDep,
+    settings: SettingsDep,
+    after: Annotated[int | None, Query(ge=0, le=2**62)] = None,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> StreamingResponse:
+    cursor = after or 0
+    if last_event_id and last_event_id.strip().isdigit():
+        cursor = max(cursor, int(last_event_id.strip()))
+    return StreamingResponse(
+        job_events(job.id, cursor, settings.sse_poll_seconds),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.get("/{job_id}/checkpoints", response_model=list[CheckpointOut], responses=ERRORS)
+def list_checkpoints(job: JobDep, session: SessionDep) -> list[CheckpointOut]:
+    return [CheckpointOut.model_validate(c) for c in repository.checkpoints(session, job.id)]
+
+
+@router.get("/{job_id}/checkpoints/{name}/download", responses={**ERRORS, 200: {
+    "content": {"application/x-tar": {}}, "description": "A tar archive of the checkpoint"}})
+def download_checkpoint(
+    job: JobDep, name: str, session: SessionDep, settings: SettingsDep
+) -> StreamingResponse:
+    checkpoint = repository.checkpoint(session, job.id, name)
+    if checkpoint is None:
+        raise HTTPException(404, f"job {job.id} has no checkpoint named {name!r}")
+    directory = Path(checkpoint.path).resolve()
+    job_dir = settings.job_dir(job.id).resolve()
+    if not directory.is_relative_to(job_dir) or not directory.is_dir():
+        raise HTTPException(404, f"checkpoint {name!r} of job {job.id} is no longer on disk")
+    filename = f"job-{job.id}-{checkpoint.name}.tar"
+    return StreamingResponse(
+        stream_tar(directory, f"job-{job.id}-{checkpoint.name}"),
+        media_type="application/x-tar",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+@router.get("/{job_id}/predictions", response_model=PredictionPage, responses=ERRORS)
+def list_predictions(
+    job: JobDep,
+    session: SessionDep,
+    errors_only: bool = False,
+    page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
+    per_page: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> PredictionPage:
+    return service.prediction_page(session, job, errors_only=errors_only, page=page,
+                                   per_page=per_page)

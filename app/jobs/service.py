@@ -1,0 +1,150 @@
+"""Rules and state transitions for jobs; no commits here (the boundary commits)."""
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from app.datasets.models import Dataset
+from app.db import utcnow
+from app.errors import Conflict, Invalid
+from app.jobs import repository
+from app.jobs.models import Job, JobStatus
+from app.jobs.queue import enqueue_after_commit
+from app.jobs.schemas import (
+    JobError,
+    JobOut,
+    JobPage,
+    JobSpec,
+    MetricSeries,
+    MetricsOut,
+    PredictionOut,
+    PredictionPage,
+    Progress,
+)
+
+
+def create_job(session: Session, spec: JobSpec) -> Job:
+    if spec.dataset.source == "upload" and session.get(Dataset, spec.dataset.path) is None:
+        raise Invalid("dataset.path", f"no uploaded dataset with id {spec.dataset.path!r}")
+    job = Job(
+        name=spec.display_name(),
+        spec=spec.model_dump(mode="json"),
+        status=JobStatus.queued,
+        enqueued_at=utcnow(),
+        latest_metrics={},
+        info=[],
+    )
+    session.add(job)
+    session.flush()
+    enqueue_after_commit(session, job.id)
+    return job
+
+
+def cancel_job(session: Session, job: Job) -> Job:
+    """A queued job is cancelled at once; a running one stops at its next step."""
+    if JobStatus(job.status).finished:
+        raise Conflict(f"job {job.id} already {job.status}")
+    job.cancel_requested = True
+    if job.status == JobStatus.queued:
+        job.status = JobStatus.cancelled
+        job.finished_at = utcnow()
+    session.flush()
+    return job
+
+
+def progress_of(job: Job) -> Progress:
+    fraction = None
+    if job.max_steps:
+        fraction = min(1.0, job.global_step / job.max_steps)
+    if job.status == JobStatus.succeeded:
+        fraction = 1.0
+    return Progress(
+        step=job.global_step or 0,
+        max_steps=job.max_steps,
+        epoch=job.epoch,
+        fraction=fraction,
+        samples_per_second=job.samples_per_second,
+        eta_seconds=job.eta_seconds if job.status == JobStatus.running else None,
+        updated_at=job.progress_at,
+    )
+
+
+def to_out(job: Job) -> JobOut:
+    error = None
+    if job.error_type or job.error_message:
+        error = JobError(type=job.error_type, message=job.error_message,
+                         traceback=job.error_traceback, hint=job.error_hint)
+    return JobOut(
+        id=job.id, name=job.name, status=job.status, spec=job.spec, created_at=job.created_at,
+        started_at=job.started_at, finished_at=job.finished_at,
+        cancel_requested=job.cancel_requested, progress=progress_of(job),
+        latest_metrics=job.latest_metrics or {}, final_metrics=job.final_metrics,
+        label_names=job.label_names, info=job.info or [], error=error,
+        gpu_peak_memory_mb=job.gpu_peak_memory_mb, attempts=job.attempts,
+    )
+
+
+def job_page(session: Session, *, status: str | None, page: int, per_page: int) -> JobPage:
+    rows, total = repository.list_jobs(
+        session, status=status, offset=(page - 1) * per_page, limit=per_page
+    )
+    return JobPage(items=[to_out(job) for job in rows], total=total, page=page,
+                   per_page=per_page)
+
+
+def metric_series(
+    session: Session, job_id: int, *, after_step: int = -1, max_points: int = 2000,
+    names: list[str] | None = None,
+) -> MetricsOut:
+    """Each series whole, or M4-downsampled to at most max_points when longer."""
+    series = {}
+    for name in names or repository.metric_names(session, job_id):
+        points = _series_points(session, job_id, name, after_step, max_points)
+        series[name] = MetricSeries(steps=[p[0] for p in points], values=[p[1] for p in points])
+    return MetricsOut(job_id=job_id, series=series,
+                      last_id=repository.last_metric_id(session, job_id))
+
+
+def _series_points(session: Session, job_id: int, name: str, after_step: int, max_points: int):
+    count, lo, hi = repository.metric_count(session, job_id, name, after_step)
+    if count <= max_points:
+        return repository.metric_points(session, job_id, name, after_step)
+    buckets = max(1, max_points // 4)
+    points = repository.metric_points_downsampled(session, job_id, name, after_step, lo, hi,
+                                                  buckets)
+    return _thin_ties(points, max_points)
+
+
+def _thin_ties(points: list[tuple[int, float]], max_points: int) -> list[tuple[int, float]]:
+    """Equal minima or maxima inside a bucket can add rows; keep the bound with an even stride."""
+    if len(points) <= max_points:
+        return points
+    stride = len(points) / (max_points - 1)
+    keep = {round(i * stride) for i in range(max_points - 1)} | {len(points) - 1}
+    return [point for i, point in enumerate(points) if i in keep]
+
+
+def prediction_page(
+    session: Session, job: Job, *, errors_only: bool, page: int, per_page: int
+) -> PredictionPage:
+    rows, total = repository.predictions(
+        session, job.id, errors_only=errors_only, offset=(page - 1) * per_page, limit=per_page
+    )
+    return PredictionPage(
+        items=[PredictionOut.model_validate(row) for row in rows], total=total, page=page,
+        per_page=per_page, metrics=job.final_metrics, label_names=job.label_names,
+        confusion=confusion_matrix(session, job),
+    )
+
+
+def confusion_matrix(session: Session, job: Job) -> list[list[int]] | None:
+    """Rows are true labels, columns predicted labels, in label_names order."""
+    names = job.label_names or []
+    counts = repository.confusion_counts(session, job.id)
+    if not names or not counts:
+        return None
+    index = {name: i for i, name in enumerate(names)}
+    matrix = [[0] * len(names) for _ in names]
+    for label, predicted, n in counts:
+        if label in index and predicted in index:
+            matrix[index[label]][index[predicted]] += n
+    return matrix

@@ -1,0 +1,10 @@
+"""Every ORM model, imported once so Alembic and the worker see the whole schema."""
+from app.auth.models import ApiToken
+from app.datasets.models import Dataset
+from app.db import Base
+from app.jobs.models import Checkpoint, Job, JobAttempt, JobStatus, MetricPoint, Prediction
+
+__all__ = [
+    "ApiToken", "Base", "Checkpoint", "Dataset", "Job", "JobAttempt", "JobStatus",
+    "MetricPoint", "Prediction",
+]
