@@ -16,3 +16,7 @@ class Invalid(Exception):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+
+
+class TooLarge(Exception):
+    """Maps to 413."""

@@ -1,0 +1,107 @@
+"""Save, check, describe and delete uploaded datasets; no commits here (the boundary commits)."""
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import BinaryIO
+
+from sqlalchemy.orm import Session
+
+from app.config import Settings
+from app.datasets import reader, repository, storage
+from app.datasets.models import Dataset
+from app.datasets.schemas import DatasetList, DatasetOut, LabelSummary
+from app.errors import Conflict, Invalid, NotFound
+
+DEFAULT_LABEL = "label"
+
+
+def new_id() -> str:
+    return f"ds-{secrets.token_hex(6)}"
+
+
+def save_upload(
+    session: Session, settings: Settings, filename: str, stream: BinaryIO,
+    label_column: str | None = None,
+) -> Dataset:
+    """Stream the file to disk, check it parses, record it; nothing stays on disk on failure."""
+    fmt = reader.format_for(filename)
+    dataset_id = new_id()
+    directory = settings.uploads_dir / dataset_id
+    directory.mkdir(parents=True)
+    try:
+        dataset = _store(directory, dataset_id, filename, fmt, stream, settings)
+        if label_column:
+            _check_label_column(dataset, label_column)
+        session.add(dataset)
+        session.flush()
+    except BaseException:
+        storage.remove_tree(directory)
+        raise
+    storage.remove_on_rollback(session, directory)
+    return dataset
+
+
+def _store(directory: Path, dataset_id: str, filename: str, fmt: str, stream: BinaryIO,
+           settings: Settings) -> Dataset:
+    partial = directory / ".partial"
+    size = storage.write_stream(stream, partial, settings.max_upload_mb * 1024 * 1024)
+    if size == 0:
+        raise Invalid("file", "the file is empty")
+    table = reader.inspect(partial, fmt)
+    final = directory / storage.safe_name(filename, Path(filename).suffix)
+    partial.rename(final)
+    return Dataset(id=dataset_id, filename=filename[:300], format=fmt,
+                   path=str(final.resolve()), size_bytes=size, columns=table.columns,
+                   num_rows=table.num_rows, preview=table.preview)
+
+
+def _check_label_column(dataset: Dataset, column: str) -> None:
+    if column not in dataset.columns:
+        raise Invalid("label_column", f"no column named {column!r}; the columns are "
+                      f"{', '.join(dataset.columns)}")
+
+
+def describe(dataset: Dataset, label_column: str | None = None) -> DatasetOut:
+    """The API view; value counts of label_column, or of a column named `label` if any."""
+    if label_column:
+        _check_label_column(dataset, label_column)
+    column = label_column or (DEFAULT_LABEL if DEFAULT_LABEL in dataset.columns else None)
+    label = None
+    if column is not None and Path(dataset.path).is_file():
+        label = LabelSummary(**reader.label_summary(Path(dataset.path), dataset.format, column))
+    return DatasetOut(id=dataset.id, filename=dataset.filename, format=dataset.format,
+                      size_bytes=dataset.size_bytes, columns=dataset.columns,
+                      num_rows=dataset.num_rows, preview=dataset.preview, label=label,
+                      created_at=dataset.created_at)
+
+
+def get(session: Session, dataset_id: str) -> Dataset:
+    dataset = repository.get(session, dataset_id)
+    if dataset is None:
+        raise NotFound(f"dataset {dataset_id} not found")
+    return dataset
+
+
+def dataset_list(session: Session, *, page: int, per_page: int) -> DatasetList:
+    rows, total = repository.list_datasets(session, offset=(page - 1) * per_page, limit=per_page)
+    return DatasetList(items=[describe_brief(row) for row in rows], total=total)
+
+
+def describe_brief(dataset: Dataset) -> DatasetOut:
+    """Without value counts: listing never re-reads files."""
+    return DatasetOut(id=dataset.id, filename=dataset.filename, format=dataset.format,
+                      size_bytes=dataset.size_bytes, columns=dataset.columns,
+                      num_rows=dataset.num_rows, preview=dataset.preview,
+                      created_at=dataset.created_at)
+
+
+def delete(session: Session, settings: Settings, dataset: Dataset) -> None:
+    """Refused while a queued or running job reads it; the file goes once the delete commits."""
+    jobs = repository.unfinished_jobs_using(session, dataset.id)
+    if jobs:
+        raise Conflict(f"dataset {dataset.id} is used by unfinished job(s) "
+                       f"{', '.join(map(str, jobs))}")
+    session.delete(dataset)
+    session.flush()
+    storage.remove_after_commit(session, settings.uploads_dir / dataset.id)
