@@ -10,7 +10,9 @@ from app.config import Settings, get_settings
 from app.db import get_session
 from app.jobs.models import Job
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": commit before the response is sent, so a client that follows a redirect
+# or reads right after a 201 sees the row (FastAPI's default exits after sending).
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 

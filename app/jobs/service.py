@@ -96,12 +96,14 @@ def metric_series(
     names: list[str] | None = None,
 ) -> MetricsOut:
     """Each series whole, or M4-downsampled to at most max_points when longer."""
+    # The cursor is read first: a point written meanwhile is then replayed by the event
+    # stream (a duplicate the page drops) instead of being missed (a gap).
+    last_id = repository.last_metric_id(session, job_id)
     series = {}
     for name in names or repository.metric_names(session, job_id):
         points = _series_points(session, job_id, name, after_step, max_points)
         series[name] = MetricSeries(steps=[p[0] for p in points], values=[p[1] for p in points])
-    return MetricsOut(job_id=job_id, series=series,
-                      last_id=repository.last_metric_id(session, job_id))
+    return MetricsOut(job_id=job_id, series=series, last_id=last_id)
 
 
 def _series_points(session: Session, job_id: int, name: str, after_step: int, max_points: int):
