@@ -6,7 +6,12 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from app.auth.deps import ApiAuth
+from app.auth.views import router as auth_views
+from app.datasets.api import router as datasets_api
 from app.jobs.api import router as jobs_api
+from app.limits import BodySizeLimit
+from app.responses import UNAUTHORIZED
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
@@ -14,7 +19,10 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 def create_app() -> FastAPI:
     app = FastAPI(title="tunedeck", version="0.1.0",
                   description="Launch and watch Hugging Face fine-tunes.")
-    app.include_router(jobs_api)
+    app.add_middleware(BodySizeLimit)
+    app.include_router(jobs_api, dependencies=[ApiAuth], responses=UNAUTHORIZED)
+    app.include_router(datasets_api, dependencies=[ApiAuth], responses=UNAUTHORIZED)
+    app.include_router(auth_views)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/healthz", tags=["health"])

@@ -19,8 +19,8 @@ LabelColumn = Annotated[str | None, Query(max_length=200, description=(
     "column to count values of; default: a column named label"))]
 
 
-def invalid(exc: Invalid) -> HTTPException:
-    loc = ["query" if exc.field == "label_column" else "body", exc.field]
+def invalid(exc: Invalid, where: str) -> HTTPException:
+    loc = [where, exc.field]
     return HTTPException(422, [{"loc": loc, "msg": exc.message, "type": "value_error"}])
 
 
@@ -51,7 +51,7 @@ def upload_dataset(
                                       label_column)
         return service.describe(dataset, label_column)
     except Invalid as exc:
-        raise invalid(exc) from exc
+        raise invalid(exc, "body") from exc
     except TooLarge as exc:
         raise HTTPException(413, str(exc)) from exc
 
@@ -72,7 +72,7 @@ def get_dataset(dataset: DatasetDep, label_column: LabelColumn = None) -> Datase
     try:
         return service.describe(dataset, label_column)
     except Invalid as exc:
-        raise invalid(exc) from exc
+        raise invalid(exc, "query") from exc
 
 
 @router.delete("/{dataset_id}", status_code=204, responses={

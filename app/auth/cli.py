@@ -1,0 +1,67 @@
+"""`tunedeck token create|list|revoke`: API tokens in the database (run on the server)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from app.auth import repository, service
+from app.config import get_settings
+from app.db import session_scope
+from app.errors import Conflict, Invalid, NotFound
+from app.migrate import upgrade
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    try:
+        with session_scope() as session:
+            _, token = service.create_token(session, args.name)
+    except (Conflict, Invalid) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(token)
+    print(f"token {args.name!r} created; it is shown only this once. Use it as "
+          "TUNEDECK_TOKEN=... or 'Authorization: Bearer ...'.", file=sys.stderr)
+    return 0
+
+
+def cmd_list(_args: argparse.Namespace) -> int:
+    with session_scope() as session:
+        rows = repository.all_tokens(session)
+        for row in rows:
+            used = row.last_used_at.isoformat(" ", "seconds") if row.last_used_at else "never"
+            print(f"{row.name}\tcreated {row.created_at:%Y-%m-%d %H:%M}\tlast used {used}")
+    env_tokens = len(get_settings().token_list)
+    if env_tokens:
+        print(f"(+ {env_tokens} token(s) from TUNEDECK_API_TOKENS)")
+    return 0
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    try:
+        with session_scope() as session:
+            service.revoke_token(session, args.name)
+    except NotFound as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"token {args.name!r} revoked", file=sys.stderr)
+    return 0
+
+
+def _migrated(func):
+    def run(args: argparse.Namespace) -> int:
+        upgrade(get_settings().db_url)
+        return func(args)
+    return run
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    token = sub.add_parser("token", help="manage API tokens (on the server)")
+    actions = token.add_subparsers(dest="token_command", required=True)
+    create = actions.add_parser("create", help="create a token; prints it once")
+    create.add_argument("name", help="who or what uses it, e.g. laptop or ci")
+    create.set_defaults(func=_migrated(cmd_create))
+    actions.add_parser("list", help="token names and last use").set_defaults(
+        func=_migrated(cmd_list))
+    revoke = actions.add_parser("revoke", help="delete a token; its sessions end too")
+    revoke.add_argument("name")
+    revoke.set_defaults(func=_migrated(cmd_revoke))

@@ -1,0 +1,92 @@
+"""Auth dependencies: bearer tokens for /api, the session cookie for pages, CSRF for forms."""
+from __future__ import annotations
+
+from typing import Annotated
+from urllib.parse import quote
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from app.auth import service
+from app.config import Settings, get_settings
+from app.db import get_session
+from app.deps import SettingsDep
+
+SESSION_COOKIE = "tunedeck_session"
+CSRF_HEADER = "X-CSRF-Token"
+CSRF_FIELD = "csrf_token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+bearer = HTTPBearer(auto_error=False, description=(
+    "A token from `tunedeck token create NAME` or TUNEDECK_API_TOKENS. Needed only when "
+    "auth is on (any token configured)."))
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+# Its own short session, closed before the response: an event stream must not hold it open.
+AuthSessionDep = Annotated[Session, Depends(get_session, scope="function")]
+
+
+def unauthorized(detail: str) -> HTTPException:
+    return HTTPException(401, detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+def require_api_token(
+    request: Request, session: AuthSessionDep, settings: SettingsDep, credentials: BearerDep
+) -> None:
+    """Every /api route: a bearer token, or (for reads from the pages) the session cookie."""
+    if not service.auth_enabled(session, settings):
+        return
+    if credentials is not None:
+        if service.identify(session, settings, credentials.credentials) is None:
+            raise unauthorized("wrong bearer token")
+        return
+    if request.method in SAFE_METHODS and _cookie_user(request, session, settings):
+        return
+    raise unauthorized("missing bearer token: send 'Authorization: Bearer <token>' (create one "
+                       "with `tunedeck token create NAME`)")
+
+
+def _cookie_user(request: Request, session: Session, settings: Settings) -> str | None:
+    token_hash = service.read_session(settings, request.cookies.get(SESSION_COOKIE))
+    if token_hash and service.is_current(session, settings, token_hash):
+        return token_hash
+    return None
+
+
+def require_page_user(request: Request, session: AuthSessionDep, settings: SettingsDep) -> bool:
+    """HTML routes: True when logged in, False when auth is off; else off to /login."""
+    if not service.auth_enabled(session, settings):
+        return False
+    if _cookie_user(request, session, settings):
+        return True
+    target = "/login?next=" + quote(request.url.path, safe="/")
+    if request.headers.get("HX-Request"):
+        raise HTTPException(401, "log in first", headers={"HX-Redirect": target})
+    raise HTTPException(303, "log in first", headers={"Location": target})
+
+
+def csrf_token(request: Request) -> str:
+    """The token a page puts in forms (hidden csrf_token) and htmx headers (X-CSRF-Token)."""
+    return service.csrf_token(get_settings(), request.cookies.get(SESSION_COOKIE))
+
+
+async def require_csrf(request: Request, settings: SettingsDep) -> None:
+    """State-changing page routes: the token from csrf_token() must come back."""
+    if request.method in SAFE_METHODS:
+        return
+    presented = request.headers.get(CSRF_HEADER)
+    if presented is None and _is_form(request):
+        value = (await request.form()).get(CSRF_FIELD)
+        presented = value if isinstance(value, str) else None
+    if not service.csrf_ok(settings, request.cookies.get(SESSION_COOKIE), presented):
+        raise HTTPException(403, "missing or stale CSRF token: reload the page and try again")
+
+
+def _is_form(request: Request) -> bool:
+    kind = request.headers.get("content-type", "")
+    return kind.startswith(("application/x-www-form-urlencoded", "multipart/form-data"))
+
+
+ApiAuth = Depends(require_api_token)
+PageUser = Annotated[bool, Depends(require_page_user)]
+Csrf = Depends(require_csrf)

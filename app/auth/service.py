@@ -1,0 +1,155 @@
+"""Bearer tokens (env or hashed rows), signed session cookies for the pages, CSRF tokens."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import time
+from datetime import timedelta
+from functools import lru_cache
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from app.auth import repository
+from app.auth.models import ApiToken
+from app.config import Settings
+from app.db import utcnow
+from app.errors import Conflict, Invalid, NotFound
+
+TOKEN_PREFIX = "td_"
+SESSION_SECONDS = 7 * 24 * 3600
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def auth_enabled(session: Session, settings: Settings) -> bool:
+    """On as soon as any token exists, in TUNEDECK_API_TOKENS or in the token table."""
+    return bool(settings.token_list) or repository.count(session) > 0
+
+
+def identify(session: Session, settings: Settings, token: str) -> str | None:
+    """The token's hash if it is valid, else None; DB tokens get last_used_at."""
+    token_hash = hash_token(token)
+    for known in settings.token_list:
+        if hmac.compare_digest(hash_token(known), token_hash):
+            return token_hash
+    row = repository.by_hash(session, token_hash)
+    if row is None or not hmac.compare_digest(row.token_hash, token_hash):
+        return None
+    _touch(row)
+    return token_hash
+
+
+def _touch(row: ApiToken) -> None:
+    now = utcnow()
+    if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
+        row.last_used_at = now
+
+
+def is_current(session: Session, settings: Settings, token_hash: str) -> bool:
+    """Whether a token hash still names an env token or a row (revocation ends sessions)."""
+    if any(hmac.compare_digest(hash_token(t), token_hash) for t in settings.token_list):
+        return True
+    return repository.by_hash(session, token_hash) is not None
+
+
+# ---------------------------------------------------------------- token rows
+
+
+def create_token(session: Session, name: str) -> tuple[ApiToken, str]:
+    """A new token row; the plain token is returned once and never stored."""
+    name = name.strip()
+    if not name or len(name) > 100:
+        raise Invalid("name", "a token name is 1 to 100 characters")
+    if repository.by_name(session, name) is not None:
+        raise Conflict(f"a token named {name!r} exists; revoke it first or pick another name")
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    row = ApiToken(name=name, token_hash=hash_token(token))
+    session.add(row)
+    session.flush()
+    return row, token
+
+
+def revoke_token(session: Session, name: str) -> None:
+    row = repository.by_name(session, name)
+    if row is None:
+        raise NotFound(f"no token named {name!r}")
+    session.delete(row)
+    session.flush()
+
+
+# ---------------------------------------------------------------- signing
+
+
+def secret_key(settings: Settings) -> bytes:
+    """TUNEDECK_SECRET_KEY, else a random key kept in data_dir/secret_key (mode 0600)."""
+    if settings.secret_key:
+        return settings.secret_key.encode()
+    return _stored_key(str(settings.data_dir.resolve()))
+
+
+@lru_cache
+def _stored_key(data_dir: str) -> bytes:
+    path = Path(data_dir) / "secret_key"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_bytes().strip()
+    with os.fdopen(fd, "wb") as f:
+        f.write(secrets.token_urlsafe(48).encode())
+    return path.read_bytes().strip()
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _sign(key: bytes, purpose: str, payload: str) -> str:
+    return _b64(hmac.new(key, f"{purpose}|{payload}".encode(), hashlib.sha256).digest())
+
+
+def make_session(settings: Settings, token_hash: str) -> str:
+    """A signed cookie value naming the token used to log in, valid SESSION_SECONDS."""
+    body = {"t": token_hash, "exp": int(time.time()) + SESSION_SECONDS}
+    payload = _b64(json.dumps(body, separators=(",", ":")).encode())
+    return f"{payload}.{_sign(secret_key(settings), 'session', payload)}"
+
+
+def read_session(settings: Settings, value: str | None) -> str | None:
+    """The token hash in a valid, unexpired session cookie, else None."""
+    payload, _, signature = (value or "").partition(".")
+    expected = _sign(secret_key(settings), "session", payload)
+    if not payload or not _same(signature, expected):
+        return None
+    try:
+        body = json.loads(_unb64(payload))
+    except ValueError:
+        return None
+    if not isinstance(body, dict) or not isinstance(body.get("t"), str):
+        return None
+    return body["t"] if body.get("exp", 0) > time.time() else None
+
+
+def csrf_token(settings: Settings, session_cookie: str | None) -> str:
+    """Bound to the session cookie (or, when auth is off, to this server's secret key)."""
+    return _sign(secret_key(settings), "csrf", session_cookie or "")
+
+
+def csrf_ok(settings: Settings, session_cookie: str | None, presented: str | None) -> bool:
+    return bool(presented) and _same(presented or "", csrf_token(settings, session_cookie))
+
+
+def _same(a: str, b: str) -> bool:
+    """Constant-time comparison that tolerates any characters a client sends."""
+    return hmac.compare_digest(a.encode(), b.encode())
