@@ -8,6 +8,8 @@ import sys
 
 import uvicorn
 
+from app import cli_remote
+from app.auth import cli as token_cli
 from app.config import get_settings
 from app.migrate import upgrade
 from worker.celery_app import celery_app
@@ -19,6 +21,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     upgrade(settings.db_url)
     host = args.host or settings.host
     port = args.port or settings.port
+    if problem := token_cli.exposure_problem(host):
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     worker = None
     if not args.no_worker:
         worker = subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--no-migrate"])
@@ -77,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = sub.add_parser("migrate", help="upgrade the database schema to head")
     migrate.set_defaults(func=cmd_migrate)
+    token_cli.register(sub)
+    cli_remote.register(sub)
     return parser
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -16,8 +16,9 @@ class Settings(BaseSettings):
     broker_url: str | None = Field(default=None, description="default: SQLite broker in data_dir")
     host: str = "127.0.0.1"
     port: int = 8000
-    api_tokens: str = Field(default="", description="comma-separated bearer tokens")
-    secret_key: str | None = Field(default=None, description="signs session cookies")
+    # SecretStr: a logged or printed Settings never shows a token.
+    api_tokens: SecretStr = Field(default=SecretStr(""), description="comma-separated tokens")
+    secret_key: SecretStr | None = Field(default=None, description="signs session cookies")
     max_upload_mb: int = 200
     heartbeat_seconds: float = 5.0
     lease_timeout_seconds: float = 60.0
@@ -46,7 +47,7 @@ class Settings(BaseSettings):
 
     @property
     def token_list(self) -> list[str]:
-        return [t.strip() for t in self.api_tokens.split(",") if t.strip()]
+        return [t.strip() for t in self.api_tokens.get_secret_value().split(",") if t.strip()]
 
 
 @lru_cache

@@ -65,3 +65,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     revoke = actions.add_parser("revoke", help="delete a token; its sessions end too")
     revoke.add_argument("name")
     revoke.set_defaults(func=_migrated(cmd_revoke))
+
+
+def exposure_problem(host: str) -> str | None:
+    """Why `serve` must not bind `host` as configured, or None when it may."""
+    if service.is_loopback(host):
+        return None
+    settings = get_settings()
+    with session_scope() as session:
+        if service.auth_enabled(session, settings):
+            return None
+    return (f"refusing to serve on {host} without authentication: anyone who can reach this "
+            "port could run jobs and download models.\n"
+            "Fix: create a token with `tunedeck token create NAME` (then send it as "
+            "'Authorization: Bearer <token>'), or set TUNEDECK_API_TOKENS=<token>[,<token>...];"
+            "\nor bind to 127.0.0.1 for a single-user setup.")

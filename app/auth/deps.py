@@ -10,8 +10,7 @@ from sqlalchemy.orm import Session
 
 from app.auth import service
 from app.config import Settings, get_settings
-from app.db import get_session
-from app.deps import SettingsDep
+from app.deps import SessionDep, SettingsDep
 
 SESSION_COOKIE = "tunedeck_session"
 CSRF_HEADER = "X-CSRF-Token"
@@ -22,8 +21,6 @@ bearer = HTTPBearer(auto_error=False, description=(
     "A token from `tunedeck token create NAME` or TUNEDECK_API_TOKENS. Needed only when "
     "auth is on (any token configured)."))
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
-# Its own short session, closed before the response: an event stream must not hold it open.
-AuthSessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
 def unauthorized(detail: str) -> HTTPException:
@@ -31,7 +28,7 @@ def unauthorized(detail: str) -> HTTPException:
 
 
 def require_api_token(
-    request: Request, session: AuthSessionDep, settings: SettingsDep, credentials: BearerDep
+    request: Request, session: SessionDep, settings: SettingsDep, credentials: BearerDep
 ) -> None:
     """Every /api route: a bearer token, or (for reads from the pages) the session cookie."""
     if not service.auth_enabled(session, settings):
@@ -53,7 +50,7 @@ def _cookie_user(request: Request, session: Session, settings: Settings) -> str 
     return None
 
 
-def require_page_user(request: Request, session: AuthSessionDep, settings: SettingsDep) -> bool:
+def require_page_user(request: Request, session: SessionDep, settings: SettingsDep) -> bool:
     """HTML routes: True when logged in, False when auth is off; else off to /login."""
     if not service.auth_enabled(session, settings):
         return False

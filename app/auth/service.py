@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
 import json
 import os
 import secrets
@@ -91,7 +92,7 @@ def revoke_token(session: Session, name: str) -> None:
 def secret_key(settings: Settings) -> bytes:
     """TUNEDECK_SECRET_KEY, else a random key kept in data_dir/secret_key (mode 0600)."""
     if settings.secret_key:
-        return settings.secret_key.encode()
+        return settings.secret_key.get_secret_value().encode()
     return _stored_key(str(settings.data_dir.resolve()))
 
 
@@ -153,3 +154,13 @@ def csrf_ok(settings: Settings, session_cookie: str | None, presented: str | Non
 def _same(a: str, b: str) -> bool:
     """Constant-time comparison that tolerates any characters a client sends."""
     return hmac.compare_digest(a.encode(), b.encode())
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 and localhost; anything else (0.0.0.0 included) reaches the network."""
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

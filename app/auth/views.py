@@ -7,8 +7,8 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from app.auth import service
-from app.auth.deps import SESSION_COOKIE, AuthSessionDep, Csrf, csrf_token
-from app.deps import SettingsDep
+from app.auth.deps import SESSION_COOKIE, Csrf, csrf_token
+from app.deps import SessionDep, SettingsDep
 from app.templating import templates
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
@@ -35,7 +35,7 @@ def login_form(request: Request, next: str = "/") -> HTMLResponse:
 @router.post("/login", dependencies=[Csrf])
 def login(
     request: Request,
-    session: AuthSessionDep,
+    session: SessionDep,
     settings: SettingsDep,
     token: Annotated[str, Form(max_length=500)],
     next: Annotated[str, Form(max_length=2000)] = "/",
