@@ -3,13 +3,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from app.auth.deps import ApiAuth
+from app.auth.deps import ApiAuth, Csrf, require_page_user
 from app.auth.views import router as auth_views
 from app.datasets.api import router as datasets_api
 from app.jobs.api import router as jobs_api
+from app.jobs.views import router as jobs_views
 from app.limits import BodySizeLimit
 from app.responses import UNAUTHORIZED
 
@@ -23,6 +24,7 @@ def create_app() -> FastAPI:
     app.include_router(jobs_api, dependencies=[ApiAuth], responses=UNAUTHORIZED)
     app.include_router(datasets_api, dependencies=[ApiAuth], responses=UNAUTHORIZED)
     app.include_router(auth_views)
+    app.include_router(jobs_views, dependencies=[Depends(require_page_user), Csrf])
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/healthz", tags=["health"])

@@ -1,0 +1,186 @@
+"""HTML pages and htmx partials for jobs. Each partial is a `_x.html` the page includes."""
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import yaml
+from fastapi import APIRouter, HTTPException, Query, Request, UploadFile
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy.orm import Session
+
+from app.auth.deps import csrf_token
+from app.datasets import service as datasets
+from app.datasets.models import Dataset
+from app.deps import JobDep, SessionDep, SettingsDep
+from app.errors import Conflict, Invalid, TooLarge
+from app.jobs import forms, repository, service
+from app.jobs.models import Job, JobStatus
+from app.jobs.schemas import PredictionPage
+from app.templating import templates
+
+router = APIRouter(include_in_schema=False)
+
+Page = Annotated[int, Query(ge=1, le=1_000_000)]
+PER_PAGE = 25
+PREDICTIONS_PER_PAGE = 20
+UPLOAD_SPLITS = {"dataset.train_split": "train[:80%]", "dataset.eval_split": "train[80%:]"}
+
+
+def render(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    context.setdefault("csrf", csrf_token(request))
+    return templates.TemplateResponse(request, name, context, status_code=status_code)
+
+
+# ---------------------------------------------------------------- job list
+
+@router.get("/")
+def home() -> RedirectResponse:
+    return RedirectResponse("/jobs", status_code=303)
+
+
+@router.get("/jobs")
+def job_list(request: Request, session: SessionDep, page: Page = 1,
+             status: JobStatus | None = None) -> HTMLResponse:
+    return render(request, "jobs/index.html", **_table(session, page, status))
+
+
+@router.get("/jobs/table")
+def job_table(request: Request, session: SessionDep, page: Page = 1,
+              status: JobStatus | None = None) -> HTMLResponse:
+    return render(request, "jobs/_table.html", **_table(session, page, status))
+
+
+def _table(session: Session, page: int, status: JobStatus | None) -> dict[str, Any]:
+    jobs, total = repository.list_jobs(session, status=status, offset=(page - 1) * PER_PAGE,
+                                       limit=PER_PAGE)
+    pages = max(1, -(-total // PER_PAGE))
+    return {"jobs": jobs, "total": total, "page": page, "pages": pages, "status": status,
+            "statuses": list(JobStatus), "progress_of": service.progress_of,
+            "headline": headline}
+
+
+def headline(job: Job) -> dict[str, tuple[str, float] | None]:
+    """The latest train loss and the job's first eval metric (else eval loss)."""
+    latest = job.latest_metrics or {}
+    names = [f"eval/{m}" for m in job.spec.get("metrics") or []] + ["eval/loss"]
+    found = [(name, latest[name]) for name in names if name in latest]
+    loss = latest.get("train/loss")
+    return {"loss": ("train/loss", loss) if loss is not None else None,
+            "eval": found[0] if found else None}
+
+
+# ---------------------------------------------------------------- new job form
+
+@router.get("/jobs/new")
+def new_job(request: Request, session: SessionDep,
+            clone: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
+            preset: str | None = None) -> HTMLResponse:
+    values, source = forms.blank_values(), None
+    if clone is not None:
+        job = repository.get_job(session, clone)
+        if job is None:
+            raise HTTPException(404, f"job {clone} not found")
+        values, source = forms.values_for_spec(job.spec), job
+    elif preset in forms.PRESETS:
+        values = forms.values_for_spec(forms.PRESETS[preset])
+    return _form(request, session, values, {}, cloned_from=source)
+
+
+@router.post("/jobs")
+async def submit_job(request: Request, session: SessionDep) -> Response:
+    values = forms.values_from(await request.form())
+    try:
+        job = service.create_job(session, forms.build_spec(values))
+    except forms.FormInvalid as exc:
+        return _form(request, session, values, exc.errors, status_code=422)
+    except Invalid as exc:
+        field = forms.field_for(exc.field.split("."), exc.message, values)
+        return _form(request, session, values, {field: exc.message}, status_code=422)
+    return RedirectResponse(f"/jobs/{job.id}", status_code=303)
+
+
+def _form(request: Request, session: Session, values: forms.Values, errors: dict[str, str],
+          status_code: int = 200, cloned_from: Job | None = None) -> HTMLResponse:
+    upload = None
+    if values.get("dataset.upload"):
+        upload = session.get(Dataset, values["dataset.upload"])
+    return render(request, "jobs/new.html", status_code, values=values, errors=errors,
+                  choices=forms.CHOICES, upload=upload, cloned_from=cloned_from,
+                  field_errors=set(errors) - {"__all__"})
+
+
+@router.post("/jobs/upload")
+def upload_dataset(request: Request, session: SessionDep, settings: SettingsDep,
+                   file: UploadFile) -> HTMLResponse:
+    """Save an uploaded table; the partial previews it and offers its columns as pickers."""
+    try:
+        upload = datasets.save_upload(session, settings, file.filename or "upload", file.file)
+    except (Invalid, TooLarge) as exc:
+        message = exc.message if isinstance(exc, Invalid) else str(exc)
+        return render(request, "jobs/_upload.html", 422, upload=None, upload_error=message)
+    values = {**forms.blank_values(), **UPLOAD_SPLITS, **_guess_columns(upload.columns)}
+    return render(request, "jobs/_upload.html", upload=upload, values=values, errors={},
+                  oob=True)
+
+
+def _guess_columns(columns: list[str]) -> dict[str, str]:
+    """Label: a column named like a label, else the last; text: the first other column."""
+    label = next((c for c in columns if c.lower() in ("label", "labels", "target", "class")),
+                 columns[-1])
+    texts = [c for c in columns if c != label and c.lower() not in ("id", "idx")] + ["", ""]
+    return {"dataset.label_field": label, "dataset.text_fields.0": texts[0],
+            "dataset.text_fields.1": ""}
+
+
+# ---------------------------------------------------------------- job page and its partials
+
+@router.get("/jobs/{job_id}")
+def job_page(request: Request, job: JobDep, session: SessionDep) -> HTMLResponse:
+    return render(request, "jobs/detail.html", **{**_status(job), **_checkpoints(session, job)},
+                  predictions=_predictions(session, job, False, 1),
+                  cursor=repository.last_metric_id(session, job.id),
+                  spec_yaml=yaml.safe_dump(job.spec, sort_keys=False))
+
+
+@router.get("/jobs/{job_id}/status")
+def job_status(request: Request, job: JobDep) -> HTMLResponse:
+    return render(request, "jobs/_status.html", **_status(job))
+
+
+@router.post("/jobs/{job_id}/cancel")
+def cancel_job(request: Request, job: JobDep, session: SessionDep) -> HTMLResponse:
+    try:
+        service.cancel_job(session, job)
+    except Conflict:
+        pass  # finished meanwhile: the refreshed status says so
+    return render(request, "jobs/_status.html", **_status(job))
+
+
+def _status(job: Job) -> dict[str, Any]:
+    return {"job": job, "progress": service.progress_of(job),
+            "finished": JobStatus(job.status).finished}
+
+
+@router.get("/jobs/{job_id}/checkpoints")
+def job_checkpoints(request: Request, job: JobDep, session: SessionDep) -> HTMLResponse:
+    return render(request, "jobs/_checkpoints.html", **_checkpoints(session, job))
+
+
+def _checkpoints(session: Session, job: Job) -> dict[str, Any]:
+    rows = repository.checkpoints(session, job.id)
+    names = sorted({key for row in rows for key in row.metrics or {}})
+    return {"job": job, "checkpoints": rows, "checkpoint_metrics": names}
+
+
+@router.get("/jobs/{job_id}/predictions")
+def job_predictions(request: Request, job: JobDep, session: SessionDep,
+                    errors_only: bool = False, page: Page = 1) -> HTMLResponse:
+    return render(request, "jobs/_predictions.html", job=job,
+                  predictions=_predictions(session, job, errors_only, page))
+
+
+def _predictions(session: Session, job: Job, errors_only: bool, page: int) -> dict[str, Any]:
+    result: PredictionPage = service.prediction_page(
+        session, job, errors_only=errors_only, page=page, per_page=PREDICTIONS_PER_PAGE)
+    pages = max(1, -(-result.total // PREDICTIONS_PER_PAGE))
+    return {"result": result, "errors_only": errors_only, "page": page, "pages": pages}
