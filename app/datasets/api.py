@@ -37,6 +37,7 @@ DatasetDep = Annotated[Dataset, Depends(get_dataset_or_404)]
 
 
 @router.post("", status_code=201, response_model=DatasetOut, responses={
+    400: error("The multipart body is malformed"),
     413: error("The file is larger than TUNEDECK_MAX_UPLOAD_MB"),
     422: {"description": "Unsupported type, not UTF-8, no header, empty, or does not parse"}})
 def upload_dataset(

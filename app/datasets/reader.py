@@ -107,6 +107,8 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
 
 
 def _decode(number: int, raw: bytes) -> str:
+    if b"\x00" in raw:
+        raise Invalid("file", f"line {number} holds a NUL byte: this looks like a binary file")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -7,7 +7,7 @@ from typing import BinaryIO
 
 from sqlalchemy.orm import Session
 
-from app.config import Settings
+from app.config import Settings, get_settings
 from app.datasets import reader, repository, storage
 from app.datasets.models import Dataset
 from app.datasets.schemas import DatasetList, DatasetOut, LabelSummary
@@ -52,7 +52,7 @@ def _store(directory: Path, dataset_id: str, filename: str, fmt: str, stream: Bi
     final = directory / storage.safe_name(filename, Path(filename).suffix)
     partial.rename(final)
     return Dataset(id=dataset_id, filename=filename[:300], format=fmt,
-                   path=str(final.resolve()), size_bytes=size, columns=table.columns,
+                   path=str(final.relative_to(settings.data_dir)), size_bytes=size, columns=table.columns,
                    num_rows=table.num_rows, preview=table.preview)
 
 
@@ -62,14 +62,20 @@ def _check_label_column(dataset: Dataset, column: str) -> None:
                       f"{', '.join(dataset.columns)}")
 
 
+def file_path(dataset: Dataset) -> Path:
+    """Dataset.path is relative to the data directory (absolute paths are kept as they are)."""
+    return get_settings().data_dir / dataset.path
+
+
 def describe(dataset: Dataset, label_column: str | None = None) -> DatasetOut:
     """The API view; value counts of label_column, or of a column named `label` if any."""
     if label_column:
         _check_label_column(dataset, label_column)
     column = label_column or (DEFAULT_LABEL if DEFAULT_LABEL in dataset.columns else None)
     label = None
-    if column is not None and Path(dataset.path).is_file():
-        label = LabelSummary(**reader.label_summary(Path(dataset.path), dataset.format, column))
+    path = file_path(dataset)
+    if column is not None and path.is_file():
+        label = LabelSummary(**reader.label_summary(path, dataset.format, column))
     return DatasetOut(id=dataset.id, filename=dataset.filename, format=dataset.format,
                       size_bytes=dataset.size_bytes, columns=dataset.columns,
                       num_rows=dataset.num_rows, preview=dataset.preview, label=label,
