@@ -31,7 +31,8 @@ def celery_config(broker_url: str) -> dict:
         config["worker_disable_prefetch"] = True
         config["broker_transport_options"] = {"visibility_timeout": 12 * 3600}
     if broker_url.startswith("sqla+"):
-        config["broker_transport_options"] = {"polling_interval": 0.2}
+        # kombu hands these to create_engine; the worker polls the table once a second.
+        config["broker_transport_options"] = {"connect_args": {"timeout": 30}}
     return config
 
 

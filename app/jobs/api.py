@@ -1,7 +1,6 @@
 """JSON API for jobs under /api/v1."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Query
@@ -106,7 +105,7 @@ def download_checkpoint(
     checkpoint = repository.checkpoint(session, job.id, name)
     if checkpoint is None:
         raise HTTPException(404, f"job {job.id} has no checkpoint named {name!r}")
-    directory = Path(checkpoint.path).resolve()
+    directory = (settings.data_dir / checkpoint.path).resolve()
     job_dir = settings.job_dir(job.id).resolve()
     if not directory.is_relative_to(job_dir) or not directory.is_dir():
         raise HTTPException(404, f"checkpoint {name!r} of job {job.id} is no longer on disk")

@@ -2,14 +2,24 @@
 from __future__ import annotations
 
 import logging
+from functools import lru_cache
 
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from worker.celery_app import TRAIN_TASK, celery_app
+from celery import Celery
+
+from app.config import get_settings
+from worker.celery_app import TRAIN_TASK, make_celery
 
 log = logging.getLogger(__name__)
 _PENDING = "tunedeck_pending_jobs"
+
+
+@lru_cache
+def get_producer() -> Celery:
+    """The Celery app used to publish, bound to the current settings' broker."""
+    return make_celery(get_settings().broker)
 
 
 def enqueue_after_commit(session: Session, job_id: int) -> None:
@@ -30,7 +40,7 @@ def _drop_pending(session: Session) -> None:
 def send(job_id: int) -> bool:
     """Publish one train task; a broker outage leaves the job queued for the requeue sweep."""
     try:
-        celery_app.send_task(TRAIN_TASK, args=[job_id], retry=True,
+        get_producer().send_task(TRAIN_TASK, args=[job_id], retry=True,
                              retry_policy={"max_retries": 2, "interval_start": 0.2,
                                            "interval_step": 0.5})
     except Exception:  # noqa: BLE001 - the database row is the record; the sweep re-sends it

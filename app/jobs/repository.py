@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sqlalchemy import Select, func, select, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app.jobs.models import Checkpoint, Job, MetricPoint, Prediction
@@ -128,3 +129,51 @@ def confusion_counts(session: Session, job_id: int) -> list[tuple[str, str, int]
         .group_by(Prediction.label, Prediction.prediction)
     )
     return [(row[0], row[1], row[2]) for row in session.execute(query)]
+
+
+# ---------------------------------------------------------------- writes (used by the worker)
+
+def _insert_for(session: Session):
+    """The dialect's INSERT that supports ON CONFLICT (SQLite and PostgreSQL)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert
+    return sqlite.insert
+
+
+UPSERT_CHUNK = 1000
+
+
+def upsert_metric_points(session: Session, rows: list[dict]) -> None:
+    """Insert points; a point that exists for (job, name, step) takes the new value."""
+    insert = _insert_for(session)
+    for start in range(0, len(rows), UPSERT_CHUNK):
+        stmt = insert(MetricPoint).values(rows[start:start + UPSERT_CHUNK])
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["job_id", "name", "step"],
+            set_={"value": stmt.excluded.value, "epoch": stmt.excluded.epoch},
+        )
+        session.execute(stmt)
+
+
+def upsert_checkpoint(session: Session, row: dict) -> None:
+    insert = _insert_for(session)
+    stmt = insert(Checkpoint).values(row)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["job_id", "name"],
+        set_={k: stmt.excluded[k] for k in ("step", "path", "metrics", "size_bytes")},
+    )
+    session.execute(stmt)
+
+
+def delete_checkpoints(session: Session, job_id: int, names: list[str]) -> None:
+    if names:
+        session.execute(
+            Checkpoint.__table__.delete().where(Checkpoint.job_id == job_id,
+                                                Checkpoint.name.in_(names))
+        )
+
+
+def replace_predictions(session: Session, job_id: int, rows: list[dict]) -> None:
+    session.execute(Prediction.__table__.delete().where(Prediction.job_id == job_id))
+    for start in range(0, len(rows), UPSERT_CHUNK):
+        session.execute(Prediction.__table__.insert(), rows[start:start + UPSERT_CHUNK])

@@ -1,0 +1,182 @@
+"""DbReporter: buffers what the callback reports and writes it from its own thread.
+
+Training threads only append to in-memory buffers under a lock. A writer thread flushes
+them every `flush_seconds` in one transaction (metric upserts, progress, heartbeat,
+checkpoints) and reads back the cancel flag. A database error is logged and the batch is
+kept for the next flush, so a hiccup never crashes or blocks the run.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from app.db import utcnow
+from app.jobs import repository
+from app.jobs.models import Job
+
+log = logging.getLogger(__name__)
+MAX_BUFFERED_POINTS = 200_000
+
+
+def dir_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+class DbReporter:
+    def __init__(self, job_id: int, session_scope: Callable[[], AbstractContextManager[Session]],
+                 data_dir: Path, flush_seconds: float = 0.25,
+                 stats: Callable[[], dict[str, Any]] | None = None):
+        self.job_id = job_id
+        self.session_scope = session_scope
+        self.data_dir = data_dir.resolve()
+        self.flush_seconds = flush_seconds
+        self.stats = stats
+        self._lock = threading.Lock()
+        self._points: dict[tuple[str, int], tuple[float, float | None]] = {}
+        self._latest: dict[str, float] = {}
+        self._progress: dict[str, Any] | None = None
+        self._checkpoints: list[dict[str, Any]] = []
+        self._fields: dict[str, Any] = {}
+        self._cancel = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name=f"reporter-{job_id}")
+        self.failures = 0
+
+    # ---- called from the training loop (cheap, never blocks on I/O)
+
+    def progress(self, step: int, max_steps: int, epoch: float | None,
+                 samples_per_second: float | None, eta_seconds: float | None) -> None:
+        with self._lock:
+            self._progress = {"global_step": step, "max_steps": max_steps, "epoch": epoch,
+                              "samples_per_second": samples_per_second,
+                              "eta_seconds": eta_seconds}
+
+    def metrics(self, step: int, epoch: float | None, values: dict[str, float]) -> None:
+        with self._lock:
+            for name, value in values.items():
+                self._points[(name, step)] = (value, epoch)
+                self._latest[name] = value
+            if len(self._points) > MAX_BUFFERED_POINTS:  # database down for long: keep newest
+                for key in list(self._points)[: len(self._points) - MAX_BUFFERED_POINTS]:
+                    del self._points[key]
+
+    def checkpoint(self, name: str, step: int, path: str, metrics: dict[str, float]) -> None:
+        with self._lock:
+            self._checkpoints.append({"name": name, "step": step, "path": path,
+                                      "metrics": metrics})
+
+    def job_fields(self, **fields: Any) -> None:
+        """Columns of the job row to set at the next flush (label names, info, ...)."""
+        with self._lock:
+            self._fields.update(fields)
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._cancel
+
+    # ---- the writer thread
+
+    def start(self) -> DbReporter:
+        self._thread.start()
+        return self
+
+    def close(self, timeout: float = 30.0) -> bool:
+        """Stop the thread and flush what is left; True when everything was written."""
+        self._stop.set()
+        self._thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._flush_safely():
+                return True
+            time.sleep(0.5)
+        return False
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.flush_seconds):
+            self._flush_safely()
+
+    def _flush_safely(self) -> bool:
+        try:
+            self.flush()
+            return True
+        except Exception:  # noqa: BLE001 - a database hiccup must not stop training
+            self.failures += 1
+            if self.failures in (1, 10) or self.failures % 100 == 0:
+                log.warning("job %s: could not write progress (failure %d); will retry",
+                            self.job_id, self.failures, exc_info=True)
+            return False
+
+    def _take(self) -> tuple:
+        with self._lock:
+            batch = (self._points, self._latest, self._progress, self._checkpoints, self._fields)
+            self._points, self._latest, self._progress = {}, {}, None
+            self._checkpoints, self._fields = [], {}
+        return batch
+
+    def _give_back(self, batch: tuple) -> None:
+        """Return an unwritten batch; anything newer that arrived meanwhile wins."""
+        points, latest, progress, checkpoints, fields = batch
+        with self._lock:
+            self._points = {**points, **self._points}
+            self._latest = {**latest, **self._latest}
+            self._progress = self._progress or progress
+            self._checkpoints = checkpoints + self._checkpoints
+            self._fields = {**fields, **self._fields}
+
+    def flush(self) -> None:
+        batch = self._take()
+        try:
+            with self.session_scope() as session:
+                self._write(session, *batch)
+        except BaseException:
+            self._give_back(batch)
+            raise
+
+    def _write(self, session: Session, points, latest, progress, checkpoints, fields) -> None:
+        rows = [{"job_id": self.job_id, "name": name, "step": step, "value": value,
+                 "epoch": epoch} for (name, step), (value, epoch) in points.items()]
+        if rows:
+            repository.upsert_metric_points(session, rows)
+        job = session.get(Job, self.job_id)
+        if job is None:
+            self._cancel = True
+            return
+        if latest:
+            job.latest_metrics = {**(job.latest_metrics or {}), **latest}
+        for key, value in (progress or {}).items():
+            setattr(job, key, value)
+        for key, value in fields.items():
+            setattr(job, key, value)
+        if self.stats is not None:
+            for key, value in self.stats().items():
+                setattr(job, key, value)
+        job.progress_at = job.heartbeat_at = utcnow()
+        self._cancel = bool(job.cancel_requested)
+        if checkpoints:
+            self._write_checkpoints(session, checkpoints)
+
+    def relative(self, path: str | Path) -> str:
+        """Paths are stored relative to the data dir, so every host that mounts it agrees."""
+        resolved = Path(path).resolve()
+        return str(resolved.relative_to(self.data_dir)) if resolved.is_relative_to(
+            self.data_dir) else str(resolved)
+
+    def _write_checkpoints(self, session: Session, checkpoints: list[dict]) -> None:
+        for item in checkpoints:
+            path = Path(item["path"])
+            if not path.is_dir():
+                continue
+            repository.upsert_checkpoint(session, {
+                "job_id": self.job_id, "name": item["name"], "step": item["step"],
+                "path": self.relative(path), "metrics": item["metrics"],
+                "size_bytes": dir_size(path), "created_at": utcnow()})
+        gone = [c.name for c in repository.checkpoints(session, self.job_id)
+                if c.name != "final" and not (self.data_dir / c.path).is_dir()]
+        repository.delete_checkpoints(session, self.job_id, gone)
