@@ -48,6 +48,8 @@ class DbReporter:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"reporter-{job_id}")
         self.failures = 0
+        self._deadline = 0.0
+        self._drained = False
 
     # ---- called from the training loop (cheap, never blocks on I/O)
 
@@ -88,19 +90,22 @@ class DbReporter:
         return self
 
     def close(self, timeout: float = 30.0) -> bool:
-        """Stop the thread and flush what is left; True when everything was written."""
+        """Stop the thread after a last flush; True when everything was written in time.
+
+        The last flush runs on the writer thread too, so a hung database costs at most
+        `timeout` here, never the job.
+        """
+        self._deadline = time.monotonic() + timeout
         self._stop.set()
-        self._thread.join(timeout)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._flush_safely():
-                return True
-            time.sleep(0.5)
-        return False
+        self._thread.join(timeout + 1)
+        return not self._thread.is_alive() and self._drained
 
     def _run(self) -> None:
         while not self._stop.wait(self.flush_seconds):
             self._flush_safely()
+        while not (ok := self._flush_safely()) and time.monotonic() < self._deadline:
+            time.sleep(0.2)
+        self._drained = ok
 
     def _flush_safely(self) -> bool:
         try:
