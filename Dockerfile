@@ -69,6 +69,8 @@ RUN pip install "torch==${TORCH_VERSION}" ${TORCH_INDEX_URL:+--index-url "$TORCH
 RUN python -c "import tomllib; extras = tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']; print('\n'.join(extras['worker']))" > /tmp/requirements-worker.txt \
     && pip install -r /tmp/requirements-worker.txt "nvidia-ml-py>=12.535"
 COPY --from=source /opt/tunedeck/ /opt/tunedeck/
+# Checks a new GPU box end to end (docs/deploy.md, "Checking a GPU box").
+COPY benchmarks/gpu_check.py /opt/tunedeck/benchmarks/gpu_check.py
 RUN pip install --no-deps -e .
 USER tunedeck
 ENV HF_HOME=/home/tunedeck/.cache/huggingface \

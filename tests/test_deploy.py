@@ -338,6 +338,7 @@ def test_worker_image_has_a_cuda_torch_and_the_worker_extra(stages, pyproject):
     assert "['optional-dependencies']" in runs and "extras['worker']" in runs
     assert "nvidia-ml-py" in runs  # torch.cuda.utilization() needs pynvml
     assert json.loads(worker.args("CMD")[-1]) == ["worker"]
+    assert any("benchmarks/gpu_check.py" in args for args in worker.args("COPY"))
     torch_spec = next(Requirement(r) for r in pyproject["project"]["optional-dependencies"]
                       ["worker"] if Requirement(r).name == "torch").specifier
     assert arg_default(worker, "TORCH_VERSION") in torch_spec
@@ -354,6 +355,7 @@ def test_dockerignore_keeps_local_state_out():
     ignored = set((REPO / ".dockerignore").read_text().split())
     assert {".git", ".venv", ".env", "node_modules", "app/static/vendor",
             "tunedeck-data"} <= ignored
+    assert "!benchmarks/gpu_check.py" in ignored  # the worker image carries the GPU check
 
 
 # ---------------------------------------------------------------- the web dependency set

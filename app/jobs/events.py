@@ -39,6 +39,7 @@ def _poll(job_id: int, cursor: int) -> tuple[dict | None, list[dict]]:
             "latest_metrics": job.latest_metrics or {},
             "error": job.error_message,
             "gpu_peak_memory_mb": job.gpu_peak_memory_mb,
+            "gpu_utilization": job.gpu_utilization,
         }
         rows = [{"id": p.id, "name": p.name, "step": p.step, "value": p.value,
                  "epoch": p.epoch} for p in points]

@@ -147,6 +147,7 @@ class JobOut(BaseModel):
     info: list[str]
     error: JobError | None
     gpu_peak_memory_mb: float | None
+    gpu_utilization: float | None
     attempts: int
 
 

@@ -79,7 +79,8 @@ def to_out(job: Job) -> JobOut:
         cancel_requested=job.cancel_requested, progress=progress_of(job),
         latest_metrics=job.latest_metrics or {}, final_metrics=job.final_metrics,
         label_names=job.label_names, info=job.info or [], error=error,
-        gpu_peak_memory_mb=job.gpu_peak_memory_mb, attempts=job.attempts,
+        gpu_peak_memory_mb=job.gpu_peak_memory_mb, gpu_utilization=job.gpu_utilization,
+        attempts=job.attempts,
     )
 
 
