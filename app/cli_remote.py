@@ -135,13 +135,17 @@ def elapsed(start: str | None, end: str | None) -> float | None:
 
 def cmd_download(args: argparse.Namespace) -> int:
     with client_for(args) as client:
+        checkpoints = {c["name"]: c for c in client.checkpoints(args.job_id)}
         name = args.checkpoint or client.default_checkpoint(args.job_id)
-        size = next((c["size_bytes"] for c in client.checkpoints(args.job_id)
-                     if c["name"] == name), 0)
+        if name not in checkpoints:
+            raise ApiError(404, f"job {args.job_id} has no checkpoint named {name!r}; it has: "
+                           f"{', '.join(checkpoints) or 'none yet'}")
+        size = checkpoints[name]["size_bytes"]
         say(f"downloading checkpoint {name!r} of job {args.job_id} ({size / 1e6:.1f} MB)")
         path = client.download(args.job_id, name, args.output, extract=not args.tar,
                                on_progress=download_progress(size))
-    say("")
+    if sys.stderr.isatty():
+        say("")  # end the progress line
     print(path)
     return 0
 
