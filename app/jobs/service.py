@@ -1,6 +1,8 @@
 """Rules and state transitions for jobs; no commits here (the boundary commits)."""
 from __future__ import annotations
 
+from itertools import groupby
+
 from sqlalchemy.orm import Session
 
 from app.datasets.models import Dataset
@@ -108,22 +110,29 @@ def metric_series(
 
 
 def _series_points(session: Session, job_id: int, name: str, after_step: int, max_points: int):
-    count, lo, hi = repository.metric_count(session, job_id, name, after_step)
-    if count <= max_points:
-        return repository.metric_points(session, job_id, name, after_step)
-    buckets = max(1, max_points // 4)
-    points = repository.metric_points_downsampled(session, job_id, name, after_step, lo, hi,
-                                                  buckets)
-    return _thin_ties(points, max_points)
-
-
-def _thin_ties(points: list[tuple[int, float]], max_points: int) -> list[tuple[int, float]]:
-    """Equal minima or maxima inside a bucket can add rows; keep the bound with an even stride."""
+    points = repository.metric_points(session, job_id, name, after_step)
     if len(points) <= max_points:
         return points
-    stride = len(points) / (max_points - 1)
-    keep = {round(i * stride) for i in range(max_points - 1)} | {len(points) - 1}
-    return [point for i, point in enumerate(points) if i in keep]
+    return m4(points, max(1, max_points // 4))
+
+
+def m4(points: list[tuple[int, float]], buckets: int) -> list[tuple[int, float]]:
+    """Per bucket of steps keep the first, last, min and max point, in step order.
+
+    One ordered index scan plus this pass: on SQLite the same in SQL (a join on the computed
+    bucket) took minutes for a 333,000-point series; this takes well under a second.
+    """
+    lo, span = points[0][0], points[-1][0] - points[0][0] + 1
+    kept: list[tuple[int, float]] = []
+    for _, group in groupby(points, key=lambda p: (p[0] - lo) * buckets // span):
+        rows = list(group)
+        chosen = {rows[0], min(rows, key=_value), max(rows, key=_value), rows[-1]}
+        kept.extend(sorted(chosen))
+    return kept
+
+
+def _value(point: tuple[int, float]) -> float:
+    return point[1]
 
 
 def prediction_page(

@@ -118,7 +118,8 @@ def upload_dataset(request: Request, session: SessionDep, settings: SettingsDep,
     except (Invalid, TooLarge) as exc:
         message = exc.message if isinstance(exc, Invalid) else str(exc)
         return render(request, "jobs/_upload.html", 422, upload=None, upload_error=message)
-    values = {**forms.blank_values(), **UPLOAD_SPLITS, **_guess_columns(upload.columns)}
+    values = {**forms.blank_values(), **UPLOAD_SPLITS, **_guess_columns(upload.columns),
+              "dataset.source": "upload"}
     return render(request, "jobs/_upload.html", upload=upload, values=values, errors={},
                   oob=True)
 
