@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 
 import uvicorn
 
@@ -24,24 +27,53 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if problem := token_cli.exposure_problem(host):
         print(f"error: {problem}", file=sys.stderr)
         return 2
-    worker = None
-    if not args.no_worker:
-        worker = subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--no-migrate"])
+    worker = None if args.no_worker else _start_embedded_worker()
+    # uvicorn re-raises SIGTERM after its graceful shutdown; make that an exception so the
+    # `finally` below still stops the embedded worker.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
         uvicorn.run("app.main:create_app", factory=True, host=host, port=port,
                     log_level=args.log_level)
     finally:
         if worker is not None:
-            _stop(worker)
+            _stop_embedded_worker(worker)
     return 0
 
 
-def _stop(process: subprocess.Popen) -> None:
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
+def _exit_on_signal(signum: int, _frame) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _start_embedded_worker() -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--no-migrate",
+                             "--exit-with-parent", str(os.getpid())], start_new_session=True)
+
+
+def _exit_with_parent(parent: int, interval: float = 1.0) -> None:
+    """Cold-stop this worker (SIGQUIT) once the `serve` that started it is gone, even killed."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os.kill(os.getpid(), signal.SIGQUIT)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
+
+
+def _stop_embedded_worker(process: subprocess.Popen) -> None:
+    """Warm stop, then cold: a job still running is resumed from its last checkpoint later."""
+    for sig, wait in ((signal.SIGTERM, 5), (signal.SIGQUIT, 10), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            if sig == signal.SIGTERM:
+                print("tunedeck: the embedded worker is busy; stopping it now (the job "
+                      "resumes from its last checkpoint on the next start)", file=sys.stderr)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -49,6 +81,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings = get_settings()
     if not args.no_migrate:
         upgrade(settings.db_url)
+    if args.exit_with_parent:
+        _exit_with_parent(args.exit_with_parent)
     argv = ["worker", "--loglevel", args.log_level.upper(), "--concurrency", "1",
             "--max-tasks-per-child", "1", "--queues", "tunedeck", "--without-gossip",
             "--without-mingle"]
@@ -77,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run a Celery worker against TUNEDECK_BROKER_URL")
     worker.add_argument("--hostname", default=None, help="Celery node name, e.g. gpu0@%%h")
     worker.add_argument("--no-migrate", action="store_true", help=argparse.SUPPRESS)
+    worker.add_argument("--exit-with-parent", type=int, metavar="PID", help=argparse.SUPPRESS)
     worker.add_argument("--log-level", default="info")
     worker.set_defaults(func=cmd_worker)
 
