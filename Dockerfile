@@ -49,7 +49,7 @@ RUN python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))
 FROM base AS web
 COPY --from=source /opt/tunedeck/ /opt/tunedeck/
 RUN pip install --no-deps -e .
-USER tunedeck
+USER 1000:1000
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"]
@@ -72,7 +72,7 @@ COPY --from=source /opt/tunedeck/ /opt/tunedeck/
 # Checks a new GPU box end to end (docs/deploy.md, "Checking a GPU box").
 COPY benchmarks/gpu_check.py /opt/tunedeck/benchmarks/gpu_check.py
 RUN pip install --no-deps -e .
-USER tunedeck
+USER 1000:1000
 ENV HF_HOME=/home/tunedeck/.cache/huggingface \
     TOKENIZERS_PARALLELISM=false
 ENTRYPOINT ["tunedeck"]

@@ -327,7 +327,7 @@ def test_web_image_serves_without_a_worker(stages):
     assert json.loads(web.args("ENTRYPOINT")[-1]) == ["tunedeck"]
     command = json.loads(web.args("CMD")[-1])
     assert command[:2] == ["serve", "--no-worker"] and "0.0.0.0" in command
-    assert web.args("USER") == ["tunedeck"]
+    assert web.args("USER") == ["1000:1000"]  # numeric, for runAsNonRoot checks
     assert any(args.startswith("--from=source") for args in web.args("COPY"))
 
 
