@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from datasets import Dataset
 from transformers import (
     AutoModelForSequenceClassification,
@@ -99,14 +100,16 @@ def head_notice(model_name: str, loading_info: dict) -> list[str]:
     if not missing:
         return []
     shown = ", ".join(missing[:6]) + (" ..." if len(missing) > 6 else "")
-    return [f"Some weights of the model were newly initialized, not loaded from {model_name}: "
-            f"{shown}. This is expected: this job trains the new classification head."]
+    return [(f"Some weights of the model were newly initialized, not loaded from {model_name}: "
+             f"{shown}. This is expected: this job trains the new classification head.")]
 
 
 def build_model(spec: dict, labels: D.Labels):
+    # fp32 master weights whatever the checkpoint stores: transformers 5 would otherwise load
+    # an fp16 checkpoint as fp16, which AMP's gradient scaler refuses, and bf16 as pure bf16.
     model, info = AutoModelForSequenceClassification.from_pretrained(
         spec["model"], num_labels=len(labels.names), id2label=labels.id2label,
-        label2id=labels.label2id, output_loading_info=True)
+        label2id=labels.label2id, output_loading_info=True, dtype=torch.float32)
     return model, head_notice(spec["model"], info)
 
 
