@@ -106,6 +106,10 @@ class Client:
         """Queued: cancelled at once; running: stops at the next step (409 when finished)."""
         return self._request("POST", f"/jobs/{int(job_id)}/cancel")
 
+    def attempts(self, job_id: int) -> list[dict[str, Any]]:
+        """Each time a worker took the job: host, times, outcome, checkpoint resumed from."""
+        return self._request("GET", f"/jobs/{int(job_id)}/attempts")
+
     def metrics(self, job_id: int, **params: Any) -> dict[str, Any]:
         """Series by name; params: after_step, max_points, name."""
         return self._request("GET", f"/jobs/{int(job_id)}/metrics", params=params)
