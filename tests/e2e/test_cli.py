@@ -158,3 +158,8 @@ def test_the_event_stream_is_usable_from_curl(server, watched):
                               f"{server.url}/api/v1/jobs/{job_id}/events"],
                              capture_output=True, text=True, check=False)
     assert refused.stdout == "401"
+
+
+def test_the_token_never_reaches_the_server_log(server, watched):
+    server.log.flush()
+    assert TOKEN not in Path(server.log.name).read_text()
