@@ -69,6 +69,8 @@ class ProgressLine:
 
     def update(self, job_id: int, snapshot: dict[str, Any]) -> None:
         text = render(job_id, snapshot, self.fancy)
+        if text == self.last_text:
+            return
         if self.tty:
             self.stream.write("\r" + text.ljust(len(self.last_text)))
         elif self._due(snapshot.get("status"), text):
