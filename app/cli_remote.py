@@ -96,7 +96,9 @@ def watch(client: Client, job_id: int) -> int:
     """Follow the event stream with a progress bar; the exit code tells how the job ended."""
     line = ProgressLine()
     snapshot: dict[str, Any] = {}
-    for event in client.events(job_id):
+    # Status events carry the latest metrics: skip replaying a long job's whole history.
+    cursor = client.metrics(job_id, name=["-"], max_points=4)["last_id"]
+    for event in client.events(job_id, after=cursor):
         if event.event in ("status", "progress"):
             snapshot = event.data
         elif event.event == "metric" and snapshot:

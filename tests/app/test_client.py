@@ -169,7 +169,10 @@ def test_watch_exit_code_follows_the_job(status, code, monkeypatch, capsys):
     error = {"type": "ValueError", "message": "bad", "traceback": "", "hint": "fix it"}
 
     def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/metrics"):
+            return httpx.Response(200, json={"job_id": 3, "series": {}, "last_id": 1})
         if request.url.path.endswith("/events"):
+            assert request.headers["last-event-id"] == "1"
             return httpx.Response(200, content=sse(
                 ("status", snapshot("running", 2), 1),
                 ("metric", {"name": "train/loss", "step": 3, "value": 0.3}, 2),
