@@ -1,6 +1,7 @@
 """HTML pages and htmx partials for jobs. Each partial is a `_x.html` the page includes."""
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 import yaml
@@ -169,7 +170,7 @@ def job_checkpoints(request: Request, job: JobDep, session: SessionDep) -> HTMLR
 
 def _checkpoints(session: Session, job: Job) -> dict[str, Any]:
     rows = repository.checkpoints(session, job.id)
-    names = sorted({key for row in rows for key in row.metrics or {}})
+    names = sorted({key for row in rows for key in row.metrics or {} if is_metric(key)})
     return {"job": job, "checkpoints": rows, "checkpoint_metrics": names}
 
 
@@ -180,8 +181,15 @@ def job_predictions(request: Request, job: JobDep, session: SessionDep,
                   predictions=_predictions(session, job, errors_only, page))
 
 
+def is_metric(name: str) -> bool:
+    """Leaves out what Trainer logs about speed and time, which is not model quality."""
+    return not re.search(r"runtime|per_second|flos|epoch$", name)
+
+
 def _predictions(session: Session, job: Job, errors_only: bool, page: int) -> dict[str, Any]:
     result: PredictionPage = service.prediction_page(
         session, job, errors_only=errors_only, page=page, per_page=PREDICTIONS_PER_PAGE)
     pages = max(1, -(-result.total // PREDICTIONS_PER_PAGE))
-    return {"result": result, "errors_only": errors_only, "page": page, "pages": pages}
+    metrics = {k: v for k, v in (result.metrics or {}).items() if is_metric(k)}
+    return {"result": result, "metrics": metrics, "errors_only": errors_only, "page": page,
+            "pages": pages}

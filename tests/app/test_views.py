@@ -44,7 +44,7 @@ def field_errors(html: str) -> dict[str, str]:
 def test_job_list_shows_status_progress_eta_and_latest_metrics(client, session):
     job = running_job(session)
     html = client.get("/jobs").text
-    row = re.search(rf'<tr id="job-{job.id}".*?</tr>', html, re.S).group(0)
+    row = re.search(rf'<tr id="job-{job.id}".*?</tr>', html, re.DOTALL).group(0)
     assert "running" in row and "10 / 40 steps" in row and "ETA 1m 35s" in row
     assert "0.4321" in row and "accuracy" in row and "0.875" in row and "123" in row
     assert 'hx-trigger="every 2s"' in html
@@ -150,9 +150,9 @@ def test_upload_previews_rows_and_offers_columns(client):
     assert 'name="dataset.upload" value="ds-' in html and "3 rows" in html
     assert "<td>great film</td>" in html
     assert 'hx-swap-oob="true"' in html
-    assert re.search(r'name="dataset.label_field".*?<option value="stars" selected>', html, re.S)
+    assert re.search(r'name="dataset.label_field".*?<option value="stars" selected>', html, re.DOTALL)
     assert re.search(r'name="dataset.text_fields.0".*?<option value="review" selected>', html,
-                     re.S)
+                     re.DOTALL)
     assert 'value="train[:80%]"' in html
 
 
@@ -225,7 +225,7 @@ def test_predictions_table_filter_paging_confusion_and_metrics(client, session):
     html = client.get(f"/jobs/{job.id}").text
     assert 'id="confusion"' in html and "test/accuracy" in html and "0.75" in html
     assert "40 rows · page 1 of 2" in html
-    confusion = re.search(r'id="confusion".*?</table>', html, re.S).group(0)
+    confusion = re.search(r'id="confusion".*?</table>', html, re.DOTALL).group(0)
     assert [int(n) for n in re.findall(r">(\d+)</td>", confusion)] == [10, 10, 0, 20]
     errors = client.get(f"/jobs/{job.id}/predictions?errors_only=true").text
     assert errors.lstrip().startswith('<section id="predictions"')
