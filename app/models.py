@@ -2,9 +2,17 @@
 from app.auth.models import ApiToken
 from app.datasets.models import Dataset
 from app.db import Base
-from app.jobs.models import Checkpoint, Job, JobAttempt, JobStatus, MetricPoint, Prediction
+from app.jobs.models import (
+    Checkpoint,
+    Job,
+    JobAttempt,
+    JobStatus,
+    MetricPoint,
+    MetricTile,
+    Prediction,
+)
 
 __all__ = [
     "ApiToken", "Base", "Checkpoint", "Dataset", "Job", "JobAttempt", "JobStatus",
-    "MetricPoint", "Prediction",
+    "MetricPoint", "MetricTile", "Prediction",
 ]

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import Select, func, select, text
+from sqlalchemy import Select, bindparam, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from app.jobs.models import Checkpoint, Job, MetricPoint, Prediction
+from app.jobs.models import Checkpoint, Job, MetricPoint, MetricTile, Prediction
 
 
 def get_job(session: Session, job_id: int) -> Job | None:
@@ -30,9 +30,23 @@ def jobs_with_status(session: Session, status: str) -> Sequence[Job]:
     return session.scalars(select(Job).where(Job.status == status).order_by(Job.id)).all()
 
 
+# A loose index scan: one index seek per name, where DISTINCT reads every point of the job.
+_METRIC_NAMES = text(
+    """
+    WITH RECURSIVE names(name) AS (
+        SELECT MIN(name) FROM metric_points WHERE job_id = :job_id
+        UNION ALL
+        SELECT (SELECT MIN(p.name) FROM metric_points p
+                WHERE p.job_id = :job_id AND p.name > names.name)
+        FROM names WHERE names.name IS NOT NULL
+    )
+    SELECT name FROM names WHERE name IS NOT NULL
+    """
+)
+
+
 def metric_names(session: Session, job_id: int) -> list[str]:
-    query = select(MetricPoint.name).where(MetricPoint.job_id == job_id).distinct()
-    return sorted(session.scalars(query).all())
+    return sorted(session.scalars(_METRIC_NAMES, {"job_id": job_id}).all())
 
 
 def metric_count(session: Session, job_id: int, name: str, after_step: int) -> tuple[int, int, int]:
@@ -153,6 +167,96 @@ def upsert_metric_points(session: Session, rows: list[dict]) -> None:
             set_={"value": stmt.excluded.value, "epoch": stmt.excluded.epoch},
         )
         session.execute(stmt)
+    for job_id in {row["job_id"] for row in rows}:
+        mine = [row for row in rows if row["job_id"] == job_id]
+        steps = [row["step"] for row in mine]
+        refresh_metric_tiles(session, job_id, min(steps), max(steps),
+                             sorted({row["name"] for row in mine}))
+
+
+# ---------------------------------------------------------------- metric tiles
+# Level L summarises TILE_FANOUT ** (L + 1) steps: tile t of level 0 holds steps 16t..16t+15,
+# tile t of level 1 holds tiles 16t..16t+15 of level 0, and so on. A write recomputes the
+# tiles over its steps from the level below (at most 16 rows each), so inserted, overwritten
+# and deleted points all leave exact tiles.
+
+TILE_FANOUT = 16
+TILE_WIDTHS = tuple(TILE_FANOUT ** (level + 1) for level in range(5))
+_TILE_COLUMNS = ("points, first_step, first_value, last_step, last_value, min_step, min_value, "
+                 "max_step, max_value")
+_POINT_CHILDREN = (
+    "SELECT job_id, name, step / 16 AS parent, 1 AS points, step AS first_step, "
+    "value AS first_value, step AS last_step, value AS last_value, step AS min_step, "
+    "value AS min_value, step AS max_step, value AS max_value FROM metric_points "
+    "WHERE job_id = :job_id AND step >= :lo AND step < :hi"
+)
+_TILE_CHILDREN = (
+    f"SELECT job_id, name, tile / 16 AS parent, {_TILE_COLUMNS} FROM metric_tiles "
+    "WHERE job_id = :job_id AND level = :child AND tile >= :lo AND tile < :hi"
+)
+# FIRST_VALUE over the tile's children in four orders picks its first, last, min and max point.
+_MERGE_TILES = (
+    f"INSERT INTO metric_tiles (job_id, name, level, tile, {_TILE_COLUMNS}) "
+    "SELECT DISTINCT job_id, name, {level}, parent, SUM(points) OVER w, "
+    "FIRST_VALUE(first_step) OVER (w ORDER BY first_step), "
+    "FIRST_VALUE(first_value) OVER (w ORDER BY first_step), "
+    "FIRST_VALUE(last_step) OVER (w ORDER BY last_step DESC), "
+    "FIRST_VALUE(last_value) OVER (w ORDER BY last_step DESC), "
+    "FIRST_VALUE(min_step) OVER (w ORDER BY min_value, min_step), "
+    "FIRST_VALUE(min_value) OVER (w ORDER BY min_value, min_step), "
+    "FIRST_VALUE(max_step) OVER (w ORDER BY max_value DESC, max_step), "
+    "FIRST_VALUE(max_value) OVER (w ORDER BY max_value DESC, max_step) "
+    "FROM ({children}) AS c WINDOW w AS (PARTITION BY job_id, name, parent)"
+)
+_DROP_TILES = ("DELETE FROM metric_tiles WHERE job_id = :job_id AND level = :level "
+               "AND tile >= :first AND tile <= :last")
+
+
+def _statement(sql: str, names: list[str] | None):
+    if names is None:
+        return text(sql)
+    return text(sql + " AND name IN :names").bindparams(bindparam("names", expanding=True))
+
+
+def refresh_metric_tiles(session: Session, job_id: int, lo_step: int, hi_step: int,
+                         names: list[str] | None = None) -> None:
+    """Recompute every level's tiles over steps lo_step..hi_step (of `names`, else all)."""
+    for level, width in enumerate(TILE_WIDTHS):
+        first, last = lo_step // width, hi_step // width
+        children = _POINT_CHILDREN if level == 0 else _TILE_CHILDREN
+        if names is not None:
+            children += " AND name IN :names"
+        params = {"job_id": job_id, "level": level, "child": level - 1, "first": first,
+                  "last": last, "lo": first * TILE_FANOUT, "hi": (last + 1) * TILE_FANOUT,
+                  **({"names": names} if names is not None else {})}
+        session.execute(_statement(_DROP_TILES, names), params)
+        merge = text(_MERGE_TILES.format(level=level, children=children))
+        if names is not None:
+            merge = merge.bindparams(bindparam("names", expanding=True))
+        session.execute(merge, params)
+
+
+def metric_tile_summaries(session: Session, job_id: int) -> dict[str, tuple[int, int, int]]:
+    """Per series with tiles: (points, first step, last step), from the top-level tiles."""
+    query = (
+        select(MetricTile.name, func.sum(MetricTile.points), func.min(MetricTile.first_step),
+               func.max(MetricTile.last_step))
+        .where(MetricTile.job_id == job_id, MetricTile.level == len(TILE_WIDTHS) - 1)
+        .group_by(MetricTile.name)
+    )
+    return {row[0]: (int(row[1]), row[2], row[3]) for row in session.execute(query)}
+
+
+def metric_tiles(session: Session, job_id: int, name: str, level: int) -> list[tuple]:
+    """(first, last, min, max) points of each tile of a level, in step order."""
+    query = (
+        select(MetricTile.first_step, MetricTile.first_value, MetricTile.last_step,
+               MetricTile.last_value, MetricTile.min_step, MetricTile.min_value,
+               MetricTile.max_step, MetricTile.max_value)
+        .where(MetricTile.job_id == job_id, MetricTile.name == name, MetricTile.level == level)
+        .order_by(MetricTile.tile)
+    )
+    return [tuple(row) for row in session.execute(query)]
 
 
 def upsert_checkpoint(session: Session, row: dict) -> None:
