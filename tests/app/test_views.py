@@ -253,3 +253,19 @@ def test_vendored_assets_are_served_locally(client):
     for path in ("/static/vendor/htmx.min.js", "/static/vendor/sse.js",
                  "/static/vendor/uPlot.iife.min.js", "/static/chart.js"):
         assert client.get(path).status_code == 200, path
+
+
+def test_a_job_on_an_uploaded_file_goes_through(client, session):
+    body = "review,stars\ngreat film,pos\nawful plot,neg\nfine,pos\nbad,neg\n"
+    upload = client.post("/jobs/upload", files={"file": ("r.csv", body, "text/csv")},
+                         headers={"X-CSRF-Token": csrf(client)}).text
+    dataset_id = re.search(r'name="dataset.upload" value="([^"]+)"', upload).group(1)
+    data = form_data(client, **{"dataset.source": "upload", "dataset.upload": dataset_id,
+                                "dataset.path": "", "dataset.text_fields.0": "review",
+                                "dataset.label_field": "stars",
+                                "dataset.train_split": "train[:80%]",
+                                "dataset.eval_split": "train[80%:]"})
+    response = client.post("/jobs", data=data, follow_redirects=False)
+    assert response.status_code == 303
+    job = session.get(Job, int(response.headers["location"].rsplit("/", 1)[1]))
+    assert job.spec["dataset"]["source"] == "upload" and job.spec["dataset"]["path"] == dataset_id
