@@ -82,3 +82,13 @@ def test_upload_source_uses_the_uploaded_id_and_reports_it_there():
               "dataset.upload": "ds-abc"}
     assert forms.build_spec(values).dataset.path == "ds-abc"
     assert "dataset.upload" in invalid({**values, "dataset.upload": ""})
+
+
+def test_length_grouped_batches_have_a_field_of_their_own():
+    spec = {**forms.PRESETS["mrpc"], "training": {**forms.PRESETS["mrpc"]["training"],
+                                                   "train_sampling_strategy": "group_by_length"}}
+    values = forms.values_for_spec(JobSpec.model_validate(spec).model_dump(mode="json"))
+    assert values["training.train_sampling_strategy"] == "group_by_length"
+    assert values["advanced"] == ""
+    assert forms.build_spec(values).training.train_sampling_strategy == "group_by_length"
+    assert "group_by_length" in forms.CHOICES["sampling"]

@@ -100,7 +100,7 @@ def form_data(client, **overrides) -> dict:
             "training.warmup_steps": "0", "training.weight_decay": "0",
             "training.eval_strategy": "epoch", "training.save_strategy": "epoch",
             "training.logging_steps": "1", "precision": "fp32", "training.seed": "7",
-            "advanced": "max_steps: 12"}
+            "training.train_sampling_strategy": "random", "advanced": "max_steps: 12"}
     return {**data, **overrides}
 
 
