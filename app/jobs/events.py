@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,12 +18,23 @@ BATCH = 2000
 KEEPALIVE_SECONDS = 15.0
 
 
+def json_safe(value: Any) -> Any:
+    """NaN and infinities (a diverged loss) become null: bare NaN is not JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def format_event(event: str, data: Any, event_id: int | None = None) -> str:
     lines = []
     if event_id is not None:
         lines.append(f"id: {event_id}")
     lines.append(f"event: {event}")
-    lines.append(f"data: {json.dumps(data, separators=(',', ':'), default=str)}")
+    lines.append(f"data: {json.dumps(json_safe(data), separators=(',', ':'), default=str, allow_nan=False)}")
     return "\n".join(lines) + "\n\n"
 
 

@@ -1,6 +1,8 @@
 """GET /api/v1/jobs/{id}/events: text/event-stream with ids, resumable, ends with the job."""
 from __future__ import annotations
 
+import json
+
 import threading
 import time
 
@@ -94,3 +96,12 @@ def test_the_stream_of_a_cancelled_queued_job_ends(auth_client):
     assert auth_client.post(f"/api/v1/jobs/{job_id}/cancel").status_code == 200
     events, _ = read_events(auth_client, f"/api/v1/jobs/{job_id}/events")
     assert events[-1].event == "end" and events[-1].data == {"status": "cancelled"}
+
+
+def test_non_finite_values_are_sent_as_json_null():
+    from app.jobs.events import format_event
+
+    text = format_event("metric", {"name": "train/loss", "value": float("nan"),
+                                   "extra": [float("inf"), 1.5]}, 7)
+    payload = text.split("data: ", 1)[1].strip()
+    assert json.loads(payload) == {"name": "train/loss", "value": None, "extra": [None, 1.5]}
