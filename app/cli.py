@@ -13,9 +13,10 @@ import uvicorn
 
 from app import cli_remote
 from app.auth import cli as token_cli
-from app.config import get_settings
+from app.config import Settings, get_settings
 from app.migrate import upgrade
 from worker.celery_app import celery_app
+from worker.sweep import sweep_once
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -27,6 +28,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if problem := token_cli.exposure_problem(host):
         print(f"error: {problem}", file=sys.stderr)
         return 2
+    if args.no_worker:
+        _sweep_at_start(settings)  # an embedded worker does this itself when it starts
     worker = None if args.no_worker else _start_embedded_worker()
     # uvicorn re-raises SIGTERM after its graceful shutdown; make that an exception so the
     # `finally` below still stops the embedded worker.
@@ -38,6 +41,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if worker is not None:
             _stop_embedded_worker(worker)
     return 0
+
+
+def _sweep_at_start(settings: Settings) -> None:
+    """Re-send queued jobs the broker lost and hand on jobs of dead workers (worker/sweep.py)."""
+    try:
+        report = sweep_once(settings)
+    except Exception as exc:  # noqa: BLE001 - workers retry it; serving must not wait
+        print(f"tunedeck: start-up sweep failed: {exc}", file=sys.stderr)
+        return
+    if report:
+        print(f"tunedeck: start-up sweep: {report}", file=sys.stderr)
 
 
 def _exit_on_signal(signum: int, _frame) -> None:

@@ -34,6 +34,13 @@ def metric_name(key: str) -> str:
     return f"train/{key}"
 
 
+def metric_values(logs: dict) -> dict[str, float]:
+    """The series values in one Trainer log (an on_log call, or a trainer_state log_history
+    entry: both hold the same dict)."""
+    return {metric_name(k): float(v) for k, v in logs.items()
+            if k not in _SKIP and isinstance(v, int | float)}
+
+
 class StreamingCallback(TrainerCallback):
     def __init__(self, reporter: Reporter, samples_per_step: int):
         self.reporter = reporter
@@ -58,8 +65,7 @@ class StreamingCallback(TrainerCallback):
 
     def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                logs: dict[str, float] | None = None, **kwargs) -> None:
-        values = {metric_name(k): float(v) for k, v in (logs or {}).items()
-                  if k not in _SKIP and isinstance(v, int | float)}
+        values = metric_values(logs or {})
         if values:
             self.reporter.metrics(state.global_step, state.epoch, values)
 

@@ -1,12 +1,14 @@
 """Load, check, label-encode and tokenize a job's dataset (recipe steps 1-2)."""
 from __future__ import annotations
 
+import codecs
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import datasets
 from datasets import ClassLabel, Dataset
+from datasets.exceptions import DatasetGenerationError
 
 SPLIT_ALIASES = {
     "train": ("train",),
@@ -15,6 +17,8 @@ SPLIT_ALIASES = {
 }
 EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "json", ".json": "json",
               ".parquet": "parquet"}
+TEXT_FORMATS = {"csv", "json"}  # datasets' builders; TSV is csv with a tab delimiter
+CHUNK_BYTES = 1 << 20
 
 
 class DataError(ValueError):
@@ -77,17 +81,73 @@ def upload_source(file_path: str, fmt: str) -> Source:
     return Source(builder, data_files={"train": file_path}, kwargs=kwargs)
 
 
+def check_file(path: Path, fmt: str) -> None:
+    """Empty and non-UTF-8 files get a precise error before datasets parses them."""
+    if not path.is_file():
+        raise DataError(f"{path.name} does not exist on this worker")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path.name} is empty")
+    if fmt in TEXT_FORMATS:
+        _check_utf8(path)
+
+
+def _check_utf8(path: Path) -> None:
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset, lines = 0, 1
+    with path.open("rb") as file:
+        while True:
+            chunk = file.read(CHUNK_BYTES)
+            pending = decoder.getstate()[0]
+            try:
+                decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as exc:
+                data = pending + chunk
+                line = lines + data[:exc.start].count(b"\n")
+                raise DataError(
+                    f"{path.name} is not UTF-8 text: byte 0x{data[exc.start]:02x} at offset "
+                    f"{offset - len(pending) + exc.start} (line {line}); save it as UTF-8"
+                ) from None
+            if not chunk:
+                return
+            offset += len(chunk)
+            lines += chunk.count(b"\n")
+
+
 def load_split(source: Source, split: str) -> Dataset:
     """One split; `split` may use datasets' slicing (`train[:80%]`, `train[80%:]`)."""
+    file = _file_of(source, split)
+    if file is not None:
+        check_file(file, source.path)  # the builder's name: csv (also TSV), json, parquet
     try:
         if source.from_disk is not None:
-            return _from_disk(source.from_disk, split)
-        return datasets.load_dataset(source.path, source.name, data_files=source.data_files,
-                                     split=split, **source.kwargs)
+            dataset = _from_disk(source.from_disk, split)
+        else:
+            dataset = datasets.load_dataset(source.path, source.name,
+                                            data_files=source.data_files, split=split,
+                                            **source.kwargs)
+    except DatasetGenerationError as exc:
+        cause = exc.__cause__ or exc.__context__ or exc
+        raise DataError(f"could not read the {split} split{_files_of(source, split)}: "
+                        f"{type(cause).__name__}: {cause}") from exc
     except ValueError as exc:
         if "Unknown split" in str(exc) or "Bad split" in str(exc):
             raise DataError(f"split {split!r} not found: {exc}") from exc
+        if "corresponds to no data" in str(exc):
+            raise DataError(f"the {split} split is empty{_files_of(source, split)}") from exc
         raise
+    if len(dataset) == 0:
+        raise DataError(f"the {split} split is empty{_files_of(source, split)}")
+    return dataset
+
+
+def _file_of(source: Source, split: str) -> Path | None:
+    file = (source.data_files or {}).get(split.split("[", 1)[0])
+    return Path(file) if isinstance(file, str) else None
+
+
+def _files_of(source: Source, split: str) -> str:
+    file = _file_of(source, split)
+    return f" ({file.name})" if file else ""
 
 
 def _from_disk(path: Path, split: str) -> Dataset:
@@ -134,8 +194,10 @@ def labels_from(train: Dataset, label_field: str) -> Labels:
         present = {v for v in train[label_field] if v is not None}
         values = sorted(present, key=lambda v: (isinstance(v, str), v))
         labels = Labels([str(v) for v in values], {v: i for i, v in enumerate(values)}, False)
+    if not present:
+        raise DataError(f"label column {label_field!r} has no values in the train split")
     if len(present) < 2:
-        only = ", ".join(repr(v) for v in present) or "none"
+        only = ", ".join(repr(v) for v in present)
         raise DataError(f"label column {label_field!r} has a single value ({only}) in the train "
                         "split; classification needs at least two classes")
     return labels

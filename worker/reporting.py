@@ -4,6 +4,10 @@ Training threads only append to in-memory buffers under a lock. A writer thread 
 them every `flush_seconds` in one transaction (metric upserts, progress, heartbeat,
 checkpoints) and reads back the cancel flag. A database error is logged and the batch is
 kept for the next flush, so a hiccup never crashes or blocks the run.
+
+Each flush also renews the job's lease (docs/operations.md), fenced by the attempt number: once
+another attempt holds the job, or no renewal got through for a lease timeout, the reporter
+writes nothing more and asks the callback to stop training.
 """
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +34,17 @@ def dir_size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
+def relative_path(path: str | Path, data_dir: Path) -> str:
+    """Paths are stored relative to the data dir, so every host that mounts it agrees."""
+    resolved, root = Path(path).resolve(), data_dir.resolve()
+    return str(resolved.relative_to(root)) if resolved.is_relative_to(root) else str(resolved)
+
+
 class DbReporter:
     def __init__(self, job_id: int, session_scope: Callable[[], AbstractContextManager[Session]],
                  data_dir: Path, flush_seconds: float = 0.25,
-                 stats: Callable[[], dict[str, Any]] | None = None):
+                 stats: Callable[[], dict[str, Any]] | None = None,
+                 attempt: int | None = None, lease_timeout: float | None = None):
         self.job_id = job_id
         self.session_scope = session_scope
         self.data_dir = data_dir.resolve()
@@ -50,6 +62,11 @@ class DbReporter:
         self.failures = 0
         self._deadline = 0.0
         self._drained = False
+        # The lease: every flush renews it only while `attempt` still holds the job.
+        self.attempt = attempt
+        self.lease_timeout = lease_timeout
+        self._renewed = time.monotonic()
+        self._lease_lost = False
 
     # ---- called from the training loop (cheap, never blocks on I/O)
 
@@ -81,7 +98,19 @@ class DbReporter:
 
     @property
     def cancel_requested(self) -> bool:
-        return self._cancel
+        """A cancel was asked for, or the lease is gone: either way, stop at the next step."""
+        return self._cancel or self.lease_lost
+
+    @property
+    def lease_lost(self) -> bool:
+        """True once another attempt holds the job, or no renewal succeeded for a lease timeout
+        (the sweep may have handed the job on: stop rather than run it twice)."""
+        if (not self._lease_lost and self.lease_timeout is not None
+                and time.monotonic() - self._renewed > self.lease_timeout):
+            log.warning("job %s: no heartbeat written for %.0fs; giving the job up",
+                        self.job_id, self.lease_timeout)
+            self._lease_lost = True
+        return self._lease_lost
 
     # ---- the writer thread
 
@@ -111,7 +140,7 @@ class DbReporter:
         try:
             self.flush()
             return True
-        except Exception:  # noqa: BLE001 - a database hiccup must not stop training
+        except Exception:  # a database hiccup must not stop training
             self.failures += 1
             if self.failures in (1, 10) or self.failures % 100 == 0:
                 log.warning("job %s: could not write progress (failure %d); will retry",
@@ -137,14 +166,44 @@ class DbReporter:
 
     def flush(self) -> None:
         batch = self._take()
+        started = time.monotonic()
         try:
             with self.session_scope() as session:
-                self._write(session, *batch)
+                renewed = self._write(session, *batch)
         except BaseException:
             self._give_back(batch)
+            self._heartbeat(started)
             raise
+        if renewed:
+            self._renewed = started
 
-    def _write(self, session: Session, points, latest, progress, checkpoints, fields) -> None:
+    def _heartbeat(self, started: float) -> None:
+        """Renew the lease alone, so a write that keeps failing does not give the job up."""
+        if self.attempt is None:
+            return
+        try:
+            with self.session_scope() as session:
+                if self._renew(session, utcnow()):
+                    self._renewed = started
+        except Exception:  # the database itself is unreachable: the lease runs out
+            log.debug("job %s: heartbeat failed", self.job_id, exc_info=True)
+
+    def _renew(self, session: Session, now: datetime) -> bool:
+        """Heartbeat, fenced by the attempt number: False once the job is someone else's."""
+        if self.attempt is None:
+            return True
+        if self.lease_lost or not repository.renew_lease(session, self.job_id, self.attempt,
+                                                         now):
+            if not self._lease_lost:
+                log.warning("job %s: attempt %s no longer holds the job; stopping",
+                            self.job_id, self.attempt)
+            self._lease_lost = True
+        return not self._lease_lost
+
+    def _write(self, session: Session, points, latest, progress, checkpoints, fields) -> bool:
+        now = utcnow()
+        if not self._renew(session, now):
+            return False  # a lost lease writes nothing: the attempt that holds the job does
         rows = [{"job_id": self.job_id, "name": name, "step": step, "value": value,
                  "epoch": epoch} for (name, step), (value, epoch) in points.items()]
         if rows:
@@ -152,7 +211,7 @@ class DbReporter:
         job = session.get(Job, self.job_id)
         if job is None:
             self._cancel = True
-            return
+            return False
         if latest:
             job.latest_metrics = {**(job.latest_metrics or {}), **latest}
         for key, value in (progress or {}).items():
@@ -162,16 +221,14 @@ class DbReporter:
         if self.stats is not None:
             for key, value in self.stats().items():
                 setattr(job, key, value)
-        job.progress_at = job.heartbeat_at = utcnow()
+        job.progress_at = job.heartbeat_at = now
         self._cancel = bool(job.cancel_requested)
         if checkpoints:
             self._write_checkpoints(session, checkpoints)
+        return True
 
     def relative(self, path: str | Path) -> str:
-        """Paths are stored relative to the data dir, so every host that mounts it agrees."""
-        resolved = Path(path).resolve()
-        return str(resolved.relative_to(self.data_dir)) if resolved.is_relative_to(
-            self.data_dir) else str(resolved)
+        return relative_path(path, self.data_dir)
 
     def _write_checkpoints(self, session: Session, checkpoints: list[dict]) -> None:
         for item in checkpoints:

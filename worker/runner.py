@@ -4,6 +4,7 @@ No Celery import: worker/tasks.py calls run_job; tests can call it directly too.
 """
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import traceback
@@ -18,11 +19,13 @@ from app.jobs import repository
 from app.jobs.models import Job, JobAttempt, JobStatus
 from worker import data as D
 from worker import gpu
-from worker.reporting import DbReporter, dir_size
+from worker.callbacks import metric_values
+from worker.reporting import DbReporter, dir_size, relative_path
 from worker.training import Outcome, train
 
 log = logging.getLogger(__name__)
 TRACEBACK_LINES = 30
+LOST = "lost"  # run_job's answer when another attempt (or the sweep) holds the job now
 OOM_HINT = ("The GPU ran out of memory. Try a smaller per_device_train_batch_size with "
             "gradient_accumulation_steps to keep the effective batch, fp16 or bf16, or a "
             "shorter max_length.")
@@ -67,13 +70,30 @@ def source_for(spec: dict) -> D.Source:
     return D.Source(ds["path"], ds.get("config"))
 
 
+def checkpoint_step(path: Path) -> int:
+    return int(path.name.rsplit("-", 1)[-1])
+
+
 def latest_checkpoint(output_dir: Path) -> Path | None:
-    """The newest complete checkpoint-N directory (its trainer_state.json is written last)."""
+    """The newest complete checkpoint-N directory.
+
+    Trainer writes trainer_state.json last, so a checkpoint whose state file is missing or cut
+    short (the worker was killed while saving) is skipped for the one before it.
+    """
     if not output_dir.is_dir():
         return None
-    done = [p for p in output_dir.glob("checkpoint-*")
-            if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").exists()]
-    return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
+    found = [p for p in output_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    for path in sorted(found, key=checkpoint_step, reverse=True):
+        if _readable_state(path / "trainer_state.json"):
+            return path
+    return None
+
+
+def _readable_state(path: Path) -> bool:
+    try:
+        return isinstance(json.loads(path.read_text(encoding="utf-8")), dict)
+    except (OSError, ValueError):
+        return False
 
 
 def run_job(job_id: int, worker_id: str | None = None, settings: Settings | None = None) -> str:
@@ -85,28 +105,72 @@ def run_job(job_id: int, worker_id: str | None = None, settings: Settings | None
         log.info("job %s is not queued (already taken, finished or cancelled); skipping", job_id)
         return "skipped"
     job_dir = settings.job_dir(job_id)
+    resume = latest_checkpoint(job_dir / "output")
+    spec = _begin_attempt(job_id, attempt, resume, settings.data_dir)
     stats = gpu.GpuStats()
     reporter = DbReporter(job_id, session_scope, settings.data_dir, settings.flush_seconds,
-                          stats=stats.snapshot).start()
-    resume = latest_checkpoint(job_dir / "output")
-    with session_scope() as session:
-        spec = session.get(Job, job_id).spec
-        if resume is not None:
-            _note_attempt(session, job_id, attempt, resumed_from=resume.name)
+                          stats=stats.snapshot, attempt=attempt,
+                          lease_timeout=settings.lease_timeout_seconds).start()
     try:
         outcome = train(spec, source_for(spec), job_dir, reporter,
                         resume_from=str(resume) if resume else None)
-    except BaseException as exc:  # noqa: BLE001 - every failure is recorded on the job
+    except BaseException as exc:  # every failure is recorded on the job
         reporter.close()
-        _fail(job_id, attempt, exc)
+        status = _fail(job_id, attempt, exc, reporter)
         gpu.release()
         if not isinstance(exc, Exception):
             raise
-        return JobStatus.failed
+        return status
     reporter.close()
     status = _finish(job_id, attempt, outcome, reporter)
     gpu.release()
     return status
+
+
+def _begin_attempt(job_id: int, attempt: int, resume: Path | None, data_dir: Path) -> dict:
+    """The job's spec. A restarted job's curve becomes exactly its checkpoint's history: what
+    the lost attempt logged after the checkpoint goes, what it had not flushed yet comes back
+    from the checkpoint's trainer_state.json. This run then continues it."""
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        if resume is not None:
+            _note_attempt(session, job_id, attempt, resumed_from=resume.name)
+            _restore_history(session, job_id, resume, data_dir)
+        if attempt > 1:
+            step = checkpoint_step(resume) if resume is not None else 0
+            repository.delete_metric_points_after(session, job_id, step)
+            job.global_step = step
+        return job.spec
+
+
+def _restore_history(session, job_id: int, checkpoint: Path, data_dir: Path) -> None:
+    """Upsert the checkpoint's logged points from the first step the database may lack, and
+    the checkpoint's row: a worker killed between saving and its next flush left them out."""
+    step = checkpoint_step(checkpoint)
+    state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+    history = [e for e in state.get("log_history", []) if e.get("step", step + 1) <= step]
+    have = repository.last_metric_step(session, job_id, up_to=step)
+    rows = [{"job_id": job_id, "name": name, "step": entry["step"], "value": value,
+             "epoch": entry.get("epoch")}
+            for entry in history if entry["step"] >= have
+            for name, value in metric_values(entry).items()]
+    if rows:
+        repository.upsert_metric_points(session, rows)
+    evals = {name: value for entry in history if entry["step"] == step
+             for name, value in metric_values(entry).items() if name.startswith("eval/")}
+    repository.upsert_checkpoint(session, {
+        "job_id": job_id, "name": checkpoint.name, "step": step,
+        "path": relative_path(checkpoint, data_dir), "metrics": evals,
+        "size_bytes": dir_size(checkpoint), "created_at": utcnow()})
+
+
+def _still_ours(session, job_id: int, attempt: int, reporter: DbReporter) -> bool:
+    """Fence for the final write: only the attempt that holds the lease may end the job."""
+    if reporter.lease_lost or not repository.renew_lease(session, job_id, attempt, utcnow()):
+        log.warning("job %s: attempt %s lost its lease; the sweep hands the job on", job_id,
+                    attempt)
+        return False
+    return True
 
 
 def _note_attempt(session, job_id: int, number: int, **values) -> None:
@@ -119,6 +183,8 @@ def _finish(job_id: int, attempt: int, outcome: Outcome, reporter: DbReporter) -
     status = JobStatus.cancelled if outcome.cancelled else JobStatus.succeeded
     now = utcnow()
     with session_scope() as session:
+        if not _still_ours(session, job_id, attempt, reporter):
+            return LOST
         job = session.get(Job, job_id)
         if outcome.final_dir is not None:
             repository.replace_predictions(
@@ -147,14 +213,17 @@ def describe_failure(exc: BaseException) -> tuple[str, str, str, str | None]:
     return kind, message[:10_000], "\n".join(tail), hint
 
 
-def _fail(job_id: int, attempt: int, exc: BaseException) -> None:
+def _fail(job_id: int, attempt: int, exc: BaseException, reporter: DbReporter) -> str:
     kind, message, tail, hint = describe_failure(exc)
     log.error("job %s failed: %s: %s", job_id, kind, message)
     now = utcnow()
     with session_scope() as session:
+        if not _still_ours(session, job_id, attempt, reporter):
+            return LOST
         job = session.get(Job, job_id)
         job.status, job.finished_at, job.eta_seconds = JobStatus.failed, now, None
         job.error_type, job.error_message, job.error_traceback, job.error_hint = (
             kind, message, tail, hint)
         _note_attempt(session, job_id, attempt, ended_at=now, outcome=JobStatus.failed,
                       message=f"{kind}: {message}"[:2000])
+    return JobStatus.failed

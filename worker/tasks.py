@@ -1,13 +1,59 @@
-"""Celery tasks: thin wrappers that pass ids to the runner."""
+"""Celery tasks: thin wrappers that pass ids to the runner, and the worker's lease sweep."""
 from __future__ import annotations
 
-from celery import Task
+import logging
 
+from celery import Task
+from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutdown
+
+from app import db
+from app.config import get_settings
+from app.jobs import queue
 from worker.celery_app import TRAIN_TASK, celery_app
 from worker.runner import run_job
+from worker.sweep import Sweeper
+
+log = logging.getLogger(__name__)
+_sweepers: list[Sweeper] = []
 
 
 @celery_app.task(name=TRAIN_TASK, bind=True, ignore_result=True)
 def train(self: Task, job_id: int) -> str:
     """Run a job by id; a second delivery of a job already taken is dropped by the claim."""
     return run_job(int(job_id), worker_id=self.request.hostname)
+
+
+@worker_init.connect
+def sweep_at_start(**_) -> None:
+    """Before consuming: hand on jobs of dead workers, re-send what the broker lost."""
+    sweeper = Sweeper(get_settings())
+    _sweepers.append(sweeper)
+    try:
+        report = sweeper.run_once(startup=True)
+    except Exception:
+        log.exception("the start-up sweep failed; the periodic sweep retries")
+        return
+    log.info("start-up sweep: %s", report)
+
+
+@worker_ready.connect
+def start_sweeper(**_) -> None:
+    """Then, in the main process, every TUNEDECK_HEARTBEAT_SECONDS (worker/sweep.py)."""
+    if _sweepers:
+        _sweepers[-1].start()
+
+
+@worker_shutdown.connect
+def stop_sweeper(**_) -> None:
+    while _sweepers:
+        _sweepers.pop().stop()
+
+
+@worker_process_init.connect
+def fresh_connections(**_) -> None:
+    """A forked pool process opens its own database and broker connections."""
+    if db.get_engine.cache_info().currsize:
+        db.get_engine().dispose(close=False)  # leave the parent's sockets to the parent
+    db.get_engine.cache_clear()
+    db.get_sessionmaker.cache_clear()
+    queue.get_producer.cache_clear()

@@ -130,7 +130,9 @@ def train(spec: dict, source: D.Source, job_dir: Path, reporter: Reporter,
     set_seed(args.seed)  # before the model is built, as run_glue does: the head init is seeded
     model, notices = build_model(spec, prepared.labels)
     reporter.job_fields(label_names=prepared.labels.names, info=notices)
-    suite = MetricSuite(metric_names(spec), len(prepared.labels.names), use_evaluate)
+    suite = None  # resolving metrics can try the Hub; a job that never evaluates skips it
+    if eval_ds is not None or prepared.predict_raw is not None:
+        suite = MetricSuite(metric_names(spec), len(prepared.labels.names), use_evaluate)
     samples_per_step = (args.per_device_train_batch_size * args.gradient_accumulation_steps
                         * max(1, args.world_size))
     callback = StreamingCallback(reporter, samples_per_step)

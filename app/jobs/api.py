@@ -13,6 +13,7 @@ from app.jobs.archive import stream_tar
 from app.jobs.events import job_events
 from app.jobs.models import JobStatus
 from app.jobs.schemas import (
+    AttemptOut,
     CheckpointOut,
     JobOut,
     JobPage,
@@ -59,6 +60,12 @@ def cancel_job(job: JobDep, session: SessionDep) -> JobOut:
         return service.to_out(service.cancel_job(session, job))
     except Conflict as exc:
         raise HTTPException(409, str(exc)) from exc
+
+
+@router.get("/{job_id}/attempts", response_model=list[AttemptOut], responses=ERRORS)
+def list_attempts(job: JobDep, session: SessionDep) -> list[AttemptOut]:
+    """Each time a worker took the job: host, times, outcome, the checkpoint it resumed from."""
+    return [AttemptOut.model_validate(row) for row in repository.attempts(session, job.id)]
 
 
 @router.get("/{job_id}/metrics", response_model=MetricsOut, responses=ERRORS)

@@ -4,10 +4,9 @@ from __future__ import annotations
 import logging
 from functools import lru_cache
 
+from celery import Celery
 from sqlalchemy import event
 from sqlalchemy.orm import Session
-
-from celery import Celery
 
 from app.config import get_settings
 from worker.celery_app import TRAIN_TASK, make_celery
@@ -43,7 +42,7 @@ def send(job_id: int) -> bool:
         get_producer().send_task(TRAIN_TASK, args=[job_id], retry=True,
                              retry_policy={"max_retries": 2, "interval_start": 0.2,
                                            "interval_step": 0.5})
-    except Exception:  # noqa: BLE001 - the database row is the record; the sweep re-sends it
+    except Exception:  # the database row is the record; the sweep re-sends it
         log.exception("could not publish job %s; it stays queued and is re-sent later", job_id)
         return False
     return True

@@ -2,12 +2,21 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
-from sqlalchemy import Select, bindparam, func, select, text
+from sqlalchemy import Select, bindparam, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from app.jobs.models import Checkpoint, Job, MetricPoint, MetricTile, Prediction
+from app.jobs.models import (
+    Checkpoint,
+    Job,
+    JobAttempt,
+    JobStatus,
+    MetricPoint,
+    MetricTile,
+    Prediction,
+)
 
 
 def get_job(session: Session, job_id: int) -> Job | None:
@@ -281,3 +290,87 @@ def replace_predictions(session: Session, job_id: int, rows: list[dict]) -> None
     session.execute(Prediction.__table__.delete().where(Prediction.job_id == job_id))
     for start in range(0, len(rows), UPSERT_CHUNK):
         session.execute(Prediction.__table__.insert(), rows[start:start + UPSERT_CHUNK])
+
+
+# ---------------------------------------------------------------- leases (worker and sweep)
+# Every lease change is one conditional UPDATE, so two processes can never both win it.
+
+def _held_by(job_id: int, attempt: int):
+    return (Job.id == job_id, Job.status == JobStatus.running, Job.attempts == attempt)
+
+
+def _expired(cutoff: datetime):
+    return or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < cutoff)
+
+
+def renew_lease(session: Session, job_id: int, attempt: int, now: datetime) -> bool:
+    """Heartbeat of attempt `attempt`; False when the job no longer runs under it."""
+    stmt = update(Job).where(*_held_by(job_id, attempt)).values(heartbeat_at=now)
+    return session.execute(stmt).rowcount == 1
+
+
+def expired_leases(session: Session, cutoff: datetime) -> Sequence[Job]:
+    """Running jobs whose last heartbeat is older than `cutoff`."""
+    query = select(Job).where(Job.status == JobStatus.running, _expired(cutoff))
+    return session.scalars(query.order_by(Job.id)).all()
+
+
+def take_expired_lease(session: Session, job_id: int, attempt: int, cutoff: datetime,
+                       **values) -> bool:
+    """Set `values` on the job if attempt `attempt` still holds it and still has not renewed."""
+    stmt = update(Job).where(*_held_by(job_id, attempt), _expired(cutoff)).values(**values)
+    return session.execute(stmt).rowcount == 1
+
+
+def waiting_jobs(session: Session, enqueued_before: datetime) -> Sequence[Job]:
+    """Queued jobs sent to the broker before `enqueued_before` (candidates for a re-send)."""
+    query = select(Job).where(
+        Job.status == JobStatus.queued, Job.cancel_requested.is_(False),
+        or_(Job.enqueued_at.is_(None), Job.enqueued_at < enqueued_before))
+    return session.scalars(query.order_by(Job.id)).all()
+
+
+def mark_resent(session: Session, job_id: int, seen: datetime | None, now: datetime) -> bool:
+    """Bump enqueued_at if no other sweeper did since `seen`: only one of them re-sends."""
+    same = Job.enqueued_at.is_(None) if seen is None else Job.enqueued_at == seen
+    stmt = update(Job).where(Job.id == job_id, Job.status == JobStatus.queued, same)
+    return session.execute(stmt.values(enqueued_at=now)).rowcount == 1
+
+
+def cancel_if_queued(session: Session, job_id: int, now: datetime) -> bool:
+    stmt = update(Job).where(Job.id == job_id, Job.status == JobStatus.queued).values(
+        status=JobStatus.cancelled, cancel_requested=True, finished_at=now)
+    return session.execute(stmt).rowcount == 1
+
+
+def request_cancel_if_running(session: Session, job_id: int) -> bool:
+    stmt = update(Job).where(Job.id == job_id, Job.status == JobStatus.running).values(
+        cancel_requested=True)
+    return session.execute(stmt).rowcount == 1
+
+
+def attempt(session: Session, job_id: int, number: int) -> JobAttempt | None:
+    query = select(JobAttempt).where(JobAttempt.job_id == job_id, JobAttempt.number == number)
+    return session.scalars(query).first()
+
+
+def attempts(session: Session, job_id: int) -> Sequence[JobAttempt]:
+    query = select(JobAttempt).where(JobAttempt.job_id == job_id)
+    return session.scalars(query.order_by(JobAttempt.number)).all()
+
+
+def last_metric_step(session: Session, job_id: int, up_to: int) -> int:
+    """The highest step at or below `up_to` with a point; 0 when none."""
+    query = select(func.max(MetricPoint.step)).where(MetricPoint.job_id == job_id,
+                                                     MetricPoint.step <= up_to)
+    return session.scalar(query) or 0
+
+
+def delete_metric_points_after(session: Session, job_id: int, step: int) -> None:
+    """Drop points a lost attempt logged past the checkpoint its successor resumes from."""
+    last = session.scalar(select(func.max(MetricPoint.step)).where(MetricPoint.job_id == job_id))
+    if last is None or last <= step:
+        return
+    session.execute(MetricPoint.__table__.delete().where(
+        MetricPoint.job_id == job_id, MetricPoint.step > step))
+    refresh_metric_tiles(session, job_id, step + 1, last)

@@ -42,14 +42,17 @@ def create_job(session: Session, spec: JobSpec) -> Job:
 
 
 def cancel_job(session: Session, job: Job) -> Job:
-    """A queued job is cancelled at once; a running one stops at its next step."""
-    if JobStatus(job.status).finished:
+    """A queued job is cancelled at once (it never starts); a running one stops at its next step.
+
+    Conditional updates, so a worker claiming the job (or the sweep re-queueing it) at the same
+    moment cannot slip between the status check and the write.
+    """
+    if not (repository.cancel_if_queued(session, job.id, utcnow())
+            or repository.request_cancel_if_running(session, job.id)
+            or repository.cancel_if_queued(session, job.id, utcnow())):
+        session.refresh(job)
         raise Conflict(f"job {job.id} already {job.status}")
-    job.cancel_requested = True
-    if job.status == JobStatus.queued:
-        job.status = JobStatus.cancelled
-        job.finished_at = utcnow()
-    session.flush()
+    session.refresh(job)
     return job
 
 

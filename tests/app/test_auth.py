@@ -39,6 +39,7 @@ def calls(job_id: int, queued_id: int, dataset_id: str) -> dict[tuple[str, str],
         ("GET", "/api/v1/jobs/{job_id}"): {"url": job},
         ("POST", "/api/v1/jobs/{job_id}/cancel"): {
             "url": f"/api/v1/jobs/{queued_id}/cancel"},
+        ("GET", "/api/v1/jobs/{job_id}/attempts"): {"url": f"{job}/attempts"},
         ("GET", "/api/v1/jobs/{job_id}/metrics"): {"url": f"{job}/metrics"},
         ("GET", "/api/v1/jobs/{job_id}/events"): {"url": f"{job}/events"},
         ("GET", "/api/v1/jobs/{job_id}/checkpoints"): {"url": f"{job}/checkpoints"},
