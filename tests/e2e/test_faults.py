@@ -37,7 +37,8 @@ from tests.fixtures import (
 from worker.broker import BrokerView
 from worker.runner import checkpoint_step, latest_checkpoint
 
-FAST_LEASE = {"TUNEDECK_LEASE_TIMEOUT_SECONDS": "4", "TUNEDECK_HEARTBEAT_SECONDS": "0.5"}
+FAST_LEASE = {"TUNEDECK_LEASE_TIMEOUT_SECONDS": "4", "TUNEDECK_HEARTBEAT_SECONDS": "0.5",
+              "TUNEDECK_FLUSH_SECONDS": "0.1"}
 MAX_STEPS = 100
 
 
@@ -101,9 +102,13 @@ def finished(api: TestClient, job_id: int, timeout: float = 180) -> dict:
 
 
 def long_spec(tiny_model: Path, dataset: Path, **training) -> dict:
-    """Checkpoints every 5 steps, a loss point every step, no eval: MAX_STEPS of tiny BERT."""
+    """Checkpoints every 5 steps, a loss point every step, no eval: MAX_STEPS of tiny BERT.
+
+    Four micro-batches a step keep a step around 20 ms even on a fast CPU, so the test can
+    act while the job still runs."""
     spec = tiny_spec(tiny_model, dataset, max_steps=MAX_STEPS, save_strategy="steps",
-                     save_steps=5, eval_strategy="no", logging_steps=1, **training)
+                     save_steps=5, eval_strategy="no", logging_steps=1,
+                     gradient_accumulation_steps=4, **training)
     spec["dataset"]["eval_split"] = None
     return spec
 
@@ -153,8 +158,8 @@ def test_a_killed_worker_is_resumed_from_its_last_checkpoint(
     workers = {name: WorkerProcess(env, tmp_path / f"{name}.log", name)
                for name in (("w1", "w2") if standby else ("w1",))}
     try:
-        wait_until(lambda: job_row(job_id).global_step >= 15 and latest_checkpoint(output),
-                   120, "training past step 15 with a checkpoint")
+        wait_until(lambda: job_row(job_id).global_step >= 12 and latest_checkpoint(output),
+                   120, "training past step 12 with a checkpoint")
         victim = job_row(job_id).worker_id.split("@")[0]
         workers.pop(victim).kill()
         killed_at = utcnow()
