@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import logging
 import socket
-import traceback
 from pathlib import Path
 
 from sqlalchemy import update
@@ -20,15 +19,12 @@ from app.jobs.models import Job, JobAttempt, JobStatus
 from worker import data as D
 from worker import gpu
 from worker.callbacks import metric_values
+from worker.failures import describe_failure
 from worker.reporting import DbReporter, dir_size, relative_path
 from worker.training import Outcome, train
 
 log = logging.getLogger(__name__)
-TRACEBACK_LINES = 30
 LOST = "lost"  # run_job's answer when another attempt (or the sweep) holds the job now
-OOM_HINT = ("The GPU ran out of memory. Try a smaller per_device_train_batch_size with "
-            "gradient_accumulation_steps to keep the effective batch, fp16 or bf16, or a "
-            "shorter max_length.")
 
 
 def worker_name() -> str:
@@ -200,17 +196,6 @@ def _finish(job_id: int, attempt: int, outcome: Outcome, reporter: DbReporter) -
         _note_attempt(session, job_id, attempt, ended_at=now, outcome=status)
     log.info("job %s %s at step %s", job_id, status, outcome.global_step)
     return status
-
-
-def describe_failure(exc: BaseException) -> tuple[str, str, str, str | None]:
-    """(type, message, traceback tail, hint) for the job row."""
-    kind = type(exc).__name__
-    message = str(exc) or kind
-    tail = "".join(traceback.format_exception(exc)).splitlines()[-TRACEBACK_LINES:]
-    hint = None
-    if kind == "OutOfMemoryError" or "out of memory" in message.lower():
-        hint = OOM_HINT
-    return kind, message[:10_000], "\n".join(tail), hint
 
 
 def _fail(job_id: int, attempt: int, exc: BaseException, reporter: DbReporter) -> str:

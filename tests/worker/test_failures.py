@@ -8,7 +8,8 @@ from app.db import session_scope
 from app.jobs import service
 from app.jobs.schemas import JobSpec
 from worker import runner
-from worker.runner import OOM_HINT, TRACEBACK_LINES, describe_failure, run_job
+from worker.failures import OOM_HINT, TRACEBACK_LINES, describe_failure
+from worker.runner import run_job
 
 SPEC = {"model": "m", "dataset": {"path": "d", "text_fields": ["text"]}}
 
