@@ -16,5 +16,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ["HF_HOME"] = _HF_HOME
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("DISABLE_TQDM", "1")
+# Tiny models on a shared 2-core box: one intra-op thread per process is ~20x faster than
+# torch's default, which oversubscribes the cores when a server, a worker and pytest all run.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 pytest_plugins = ["tests.fixtures"]

@@ -5,6 +5,7 @@ thread writes them to the database, so training never waits on I/O.
 """
 from __future__ import annotations
 
+import math
 import time
 from typing import Protocol
 
@@ -38,7 +39,13 @@ def metric_values(logs: dict) -> dict[str, float]:
     """The series values in one Trainer log (an on_log call, or a trainer_state log_history
     entry: both hold the same dict)."""
     return {metric_name(k): float(v) for k, v in logs.items()
-            if k not in _SKIP and isinstance(v, int | float)}
+            if k not in _SKIP and _finite(v)}
+
+
+def _finite(value: object) -> bool:
+    """Numbers only, and no NaN/inf (a diverged grad_norm): a chart cannot draw them and a
+    NOT NULL float column cannot hold them on every database."""
+    return isinstance(value, int | float) and math.isfinite(value)
 
 
 class StreamingCallback(TrainerCallback):
@@ -73,7 +80,7 @@ class StreamingCallback(TrainerCallback):
                     metrics: dict[str, float] | None = None, **kwargs) -> None:
         self.eval_at[state.global_step] = {
             metric_name(k): float(v) for k, v in (metrics or {}).items()
-            if k.startswith("eval_") and isinstance(v, int | float)
+            if k.startswith("eval_") and _finite(v)
         }
 
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
