@@ -21,14 +21,16 @@ from app.jobs.schemas import (
     MetricsOut,
     PredictionPage,
 )
+from app.responses import error
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 
-ERRORS = {404: {"description": "No such job"}}
+ERRORS = {404: error("No such job")}
 
 
-@router.post("", status_code=201, response_model=JobOut,
-             responses={422: {"description": "The spec names a bad field"}})
+@router.post("", status_code=201, response_model=JobOut, responses={
+    400: error("The body could not be decoded (not UTF-8 JSON)"),
+    422: {"description": "The spec names a bad field"}})
 def submit_job(spec: JobSpec, session: SessionDep) -> JobOut:
     try:
         job = service.create_job(session, spec)
@@ -54,7 +56,7 @@ def get_job(job: JobDep) -> JobOut:
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut,
-             responses={**ERRORS, 409: {"description": "The job has already finished"}})
+             responses={**ERRORS, 409: error("The job has already finished")})
 def cancel_job(job: JobDep, session: SessionDep) -> JobOut:
     try:
         return service.to_out(service.cancel_job(session, job))
