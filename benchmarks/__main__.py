@@ -1,0 +1,160 @@
+"""Run tunedeck's benchmarks: a markdown table on stdout, the numbers in benchmarks/results.json.
+
+    .venv/bin/python -m benchmarks                 # all: about 7 minutes on 2 cores
+    .venv/bin/python -m benchmarks --quick         # shorter runs, same measures: about 5
+    .venv/bin/python -m benchmarks --only P1,P4    # a selection
+
+P1 overhead against the plain recipe   P2 dynamic padding      P3 live latency (SSE)
+P4 chart downsampling (1M points)      P5 API throughput       P6 submit -> task start
+P7 web cold start and memory           P8 job list, 10k jobs
+PostgreSQL (TUNEDECK_BENCH_POSTGRES_URL, default postgres@127.0.0.1:5432) and Redis
+(TUNEDECK_BENCH_REDIS_URL, default 127.0.0.1:6379/15) rows are skipped, with the reason, when
+the server is not reachable; so are the rows that need ../shared/data/mrpc or the MiniLM
+package. A full run (no --only, no --quick) also writes docs/benchmarks.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+from benchmarks import api_load, charts, coldstart, joblist, live, overhead, padding, submit
+from benchmarks.common import REPO, Row, Skip, machine, skipped
+
+BENCHMARKS: dict[str, tuple[str, Callable[[bool], list[Row]]]] = {
+    "P7": ("web cold start, memory, no torch", lambda quick: coldstart.run(2 if quick else 3)),
+    "P8": ("job list page, 10,000 jobs", joblist.run),
+    "P4": ("chart series, 1,000,000 points", charts.run),
+    "P3": ("metric written -> SSE event", live.run),
+    "P5": ("JSON endpoints under load", api_load.run),
+    "P6": ("submit -> task start", submit.run),
+    "P2": ("dynamic padding", lambda quick: padding.run(4 if quick else 8)),
+    "P1": ("overhead against the plain recipe",
+           lambda quick: overhead.run(runs=2, train_rows=128 if quick else 256)),
+}
+ORDER = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8")
+RESULTS = REPO / "benchmarks" / "results.json"
+SETUPS = """## How each is measured
+
+- **P1** `benchmarks/plain_recipe.py` (the recipe of DESIGN.md as a plain script) against a
+  tunedeck job run by `worker.runner.run_job` (claim, StreamingCallback, DbReporter writing to
+  SQLite every 0.25 s, predictions, final model): all-MiniLM-L6-v2 on the first 256 MRPC train
+  rows, 1 epoch, batch 16, max_length 128, lr 1e-4, seed 42, evaluated on the 408 validation
+  rows; both arms in one process in ABBA order, torch on cores - 1 threads (with one thread per
+  core any other runnable thread stalls torch's OpenMP barrier: 2 threads trained 3x slower
+  than 1 on this machine). On so small a subset both arms still predict the majority class;
+  the equal eval loss is the sharper check that they trained the same model.
+- **P2** Tokens fed to the model in one epoch of the MRPC train split, padding included, and
+  forward + backward time per batch, the three ways interleaved. Dynamic padding pads each
+  batch to its longest row; on MRPC a random batch of 16 is padded to 1.4x its mean length,
+  hence 0.59. Length-grouped batches (`train_sampling_strategy: group_by_length`, the form's
+  *Batches* field) come within 2% of the real tokens.
+- **P3** `tunedeck serve --no-worker` in a child; this process writes points one by one
+  through `repository.upsert_metric_points` and reads `/api/v1/jobs/{id}/events`; the stream
+  polls the database every 0.2 s.
+- **P4** 999,999 points (3 series of 333,000 steps, 3 eval series) bulk-inserted, tiles built
+  once; `GET /api/v1/jobs/{id}/metrics?max_points=2000` through the ASGI app in process.
+- **P5** `tunedeck serve --no-worker` (uvicorn, one process, auth on with an env token) on
+  PostgreSQL with 1,000 jobs; wrk (1 thread, 16 connections) on the same 2 cores as the
+  server and PostgreSQL.
+- **P6** `tunedeck serve` with its embedded worker; jobs that fail at once (no such dataset),
+  each submitted when the worker is idle; `started_at - created_at` of the job row.
+- **P7** `tunedeck serve --no-worker` on SQLite, process start to the first 200 on
+  `/healthz`; resident memory after serving pages and the API.
+- **P8** 10,000 jobs; `GET /jobs` through the ASGI app in process.
+"""
+DOCS = REPO / "docs" / "benchmarks.md"
+
+
+def run_one(key: str, quick: bool) -> list[Row]:
+    title, bench = BENCHMARKS[key]
+    print(f"[{time.strftime('%H:%M:%S')}] {key} {title} ...", file=sys.stderr, flush=True)
+    started = time.monotonic()
+    try:
+        rows = bench(quick)
+    except Skip as exc:
+        rows = [skipped(key, title, str(exc))]
+    except Exception as exc:  # noqa: BLE001 - one broken benchmark must not hide the others
+        traceback.print_exc()
+        rows = [Row(key, f"{title}: error", f"{type(exc).__name__}: {exc}"[:200], passed=False)]
+    for row in rows:
+        row.details.setdefault("seconds", round(time.monotonic() - started, 1))
+        row.details.setdefault("load_average", os.getloadavg()[0])
+    return rows
+
+
+def table(rows: list[Row]) -> str:
+    lines = ["| # | measure | value | target | pass |", "|---|---|---|---|---|"]
+    for row in rows:
+        value = row.shown() + (f" {row.unit}" if row.unit and row.value is not None else "")
+        if row.value is None:
+            value = f"skipped: {row.details.get('skipped', '')}"
+        lines.append(f"| {row.id} | {row.measure.strip()} | {value} | {row.target} | "
+                     f"{row.verdict()} |")
+    return "\n".join(lines)
+
+
+def commit() -> str:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True,
+                              check=False).stdout.strip()
+
+    return git("rev-parse", "--short", "HEAD") + (" (with local changes)"
+                                                  if git("status", "--porcelain") else "")
+
+
+def describe(facts: dict) -> str:
+    return (f"{facts['cores']} cores ({facts['cpu']}), {facts['memory_gb']} GB, "
+            f"Python {facts['python']}, {facts['platform']}; load average "
+            f"{facts['load_before']:.1f} before, {facts['load_after']:.1f} after; "
+            f"commit {facts['commit']}")
+
+
+def write_docs(markdown: str, facts: dict, command: str) -> None:
+    DOCS.parent.mkdir(exist_ok=True)
+    DOCS.write_text(
+        "# Benchmarks\n\n"
+        f"The last full run, made with `{command}` ({facts['minutes']:.1f} minutes) on "
+        f"{describe(facts)}.\n\n"
+        "Ratios are measured side by side in one run (A and B interleaved, medians), so a "
+        "shared, noisy machine moves them less than absolute times. The numbers behind every "
+        "row, each run's samples included, are in `benchmarks/results.json`; how each is "
+        "measured is in the docstring of its module in `benchmarks/`.\n\n"
+        f"{markdown}\n\n{SETUPS}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="shorter runs of every benchmark")
+    parser.add_argument("--only", default="", help="comma-separated ids, e.g. P1,P4")
+    parser.add_argument("--json", type=Path, default=RESULTS, help=f"default: {RESULTS}")
+    args = parser.parse_args(argv)
+    chosen = [k.strip().upper() for k in args.only.split(",") if k.strip()] or list(ORDER)
+    unknown = [k for k in chosen if k not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark(s) {', '.join(unknown)}; known: {', '.join(ORDER)}")
+    facts = {**machine(), "load_before": os.getloadavg()[0], "commit": commit()}
+    started = time.monotonic()
+    rows = [row for key in [k for k in BENCHMARKS if k in chosen] for row in run_one(key,
+                                                                                      args.quick)]
+    rows.sort(key=lambda row: ORDER.index(row.id))
+    facts.update(load_after=os.getloadavg()[0], minutes=(time.monotonic() - started) / 60)
+    markdown = table(rows)
+    print(markdown)
+    print(f"\n{describe(facts)}")
+    args.json.write_text(json.dumps({"machine": facts, "quick": args.quick,
+                                     "rows": [row.as_dict() for row in rows]}, indent=2))
+    if not args.only and not args.quick:
+        write_docs(markdown, facts, "python -m benchmarks")
+    return 0 if all(row.passed is not False for row in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
