@@ -1,6 +1,6 @@
 """Run tunedeck's benchmarks: a markdown table on stdout, the numbers in benchmarks/results.json.
 
-    .venv/bin/python -m benchmarks                 # all: about 7 minutes on 2 cores
+    .venv/bin/python -m benchmarks                 # all: about 8 minutes on 2 cores
     .venv/bin/python -m benchmarks --quick         # shorter runs, same measures: about 5
     .venv/bin/python -m benchmarks --only P1,P4    # a selection
 
@@ -36,7 +36,7 @@ BENCHMARKS: dict[str, tuple[str, Callable[[bool], list[Row]]]] = {
     "P6": ("submit -> task start", submit.run),
     "P2": ("dynamic padding", lambda quick: padding.run(4 if quick else 8)),
     "P1": ("overhead against the plain recipe",
-           lambda quick: overhead.run(runs=2, train_rows=128 if quick else 256)),
+           lambda quick: overhead.run(runs=2 if quick else 3, train_rows=128 if quick else 256)),
 }
 ORDER = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8")
 RESULTS = REPO / "benchmarks" / "results.json"
