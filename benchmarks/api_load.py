@@ -23,6 +23,7 @@ from benchmarks.common import (
     Row,
     Skip,
     database,
+    print_rows,
     seed_jobs,
     serving,
     skipped,
@@ -115,8 +116,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=16)
     args = parser.parse_args()
-    for row in measure(args.seconds, args.connections):
-        print(row.measure, row.shown(), row.unit, row.target, row.verdict(), sep=" | ")
+    print_rows(measure(args.seconds, args.connections))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ which reads every point (tunedeck's path before the tiles).
 """
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from collections.abc import Iterator
@@ -30,6 +29,7 @@ from benchmarks.common import (
     database,
     median,
     ms,
+    quick_main,
     seed_jobs,
     skipped,
     timed_get,
@@ -164,10 +164,7 @@ def run(quick: bool = False) -> list[Row]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    for row in run(parser.parse_args().quick):
-        print(row.measure, row.shown(), row.unit, row.target, row.verdict(), sep=" | ")
+    quick_main(run, __doc__)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from benchmarks.common import REPO, Row, median, tunedeck_serve
+from benchmarks.common import REPO, Row, median, print_rows, tunedeck_serve
 
 START_TARGET_S = 2.0
 RSS_TARGET_MB = 150
@@ -87,8 +87,7 @@ def run(starts: int = 3) -> list[Row]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--starts", type=int, default=3)
-    for row in run(parser.parse_args().starts):
-        print(row.measure, row.shown(), row.unit, row.target, row.verdict(), sep=" | ")
+    print_rows(run(parser.parse_args().starts))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ Nothing here imports torch: the harness process stays light and the training run
 """
 from __future__ import annotations
 
+import argparse
 import atexit
 import importlib.util
 import json
@@ -18,7 +19,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -341,3 +342,16 @@ def timed_get(client: Any, path: str, runs: int) -> tuple[list[float], Any]:
         if response.status_code != 200:
             raise RuntimeError(f"GET {path}: {response.status_code} {response.text[:300]}")
     return samples, response
+
+
+def print_rows(rows: Iterable[Row]) -> None:
+    """One line per row, for a benchmark module run on its own."""
+    for row in rows:
+        print(row.measure, row.shown(), row.unit, row.target, row.verdict(), sep=" | ")
+
+
+def quick_main(run: Callable[[bool], list[Row]], doc: str) -> None:
+    """`python -m benchmarks.X [--quick]` for a module whose run() takes only `quick`."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    print_rows(run(parser.parse_args().quick))

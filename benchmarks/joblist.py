@@ -22,6 +22,7 @@ from benchmarks.common import (
     median,
     ms,
     p95,
+    print_rows,
     seed_jobs,
     skipped,
     timed_get,
@@ -76,8 +77,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=21)
     args = parser.parse_args()
     for kind in ("sqlite", "postgresql"):
-        for row in measure(kind, args.runs):
-            print(row.measure, row.shown(), row.unit, row.target, row.verdict(), sep=" | ")
+        print_rows(measure(kind, args.runs))
 
 
 if __name__ == "__main__":

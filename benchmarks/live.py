@@ -11,7 +11,6 @@ the server is reachable.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 import threading
@@ -28,6 +27,7 @@ from benchmarks.common import (
     median,
     ms,
     p95,
+    quick_main,
     seed_jobs,
     serving,
     skipped,
@@ -125,10 +125,7 @@ def run(quick: bool = False) -> list[Row]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    for row in run(parser.parse_args().quick):
-        print(row.measure, row.shown(), row.unit, row.target, row.verdict(), sep=" | ")
+    quick_main(run, __doc__)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import Row, child_env, minilm_dir, mrpc_dir, run_child
+from benchmarks.common import Row, child_env, minilm_dir, mrpc_dir, print_rows, run_child
 
 WAYS = ("padded", "dynamic", "grouped")
 TARGET = 0.5
@@ -117,8 +117,7 @@ def main() -> None:
         torch.set_num_threads(os.cpu_count() or 1)
         print(json.dumps(measure(args.child[0], Path(args.child[1]), args.steps)))
         return
-    for row in run(args.steps):
-        print(row.measure, row.shown(), row.unit, row.target, row.verdict(), sep=" | ")
+    print_rows(run(args.steps))
 
 
 if __name__ == "__main__":

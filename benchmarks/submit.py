@@ -11,7 +11,6 @@ its table once a second; Redis pushes.
 """
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from datetime import datetime
@@ -26,6 +25,7 @@ from benchmarks.common import (
     median,
     ms,
     p95,
+    quick_main,
     redis_available,
     serving,
     skipped,
@@ -117,10 +117,7 @@ def run(quick: bool = False) -> list[Row]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    for row in run(parser.parse_args().quick):
-        print(row.measure, row.shown(), row.unit, row.target, row.verdict(), sep=" | ")
+    quick_main(run, __doc__)
 
 
 if __name__ == "__main__":
