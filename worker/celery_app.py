@@ -23,6 +23,8 @@ def celery_config(broker_url: str) -> dict:
         "worker_concurrency": 1,
         "broker_connection_retry_on_startup": True,
         "worker_hijack_root_logger": False,
+        # Trainer prints its log dicts to stdout: progress, not warnings.
+        "worker_redirect_stdouts_level": "INFO",
         "task_default_queue": "tunedeck",
     }
     if broker_url.startswith(("redis://", "rediss://")):
