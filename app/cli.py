@@ -76,7 +76,7 @@ def _exit_with_parent(parent: int, interval: float = 1.0) -> None:
 
 def _stop_embedded_worker(process: subprocess.Popen) -> None:
     """Warm stop, then cold: a job still running is resumed from its last checkpoint later."""
-    for sig, wait in ((signal.SIGTERM, 5), (signal.SIGQUIT, 10), (signal.SIGKILL, 10)):
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGQUIT, 10), (signal.SIGKILL, 10)):
         try:
             os.killpg(process.pid, sig)
         except ProcessLookupError:
@@ -86,7 +86,7 @@ def _stop_embedded_worker(process: subprocess.Popen) -> None:
             return
         except subprocess.TimeoutExpired:
             if sig == signal.SIGTERM:
-                print("tunedeck: the embedded worker is busy; stopping it now (the job "
+                print("tunedeck: the embedded worker is still busy; stopping it now (a job "
                       "resumes from its last checkpoint on the next start)", file=sys.stderr)
 
 
