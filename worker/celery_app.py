@@ -6,7 +6,6 @@ from celery import Celery
 from app.config import get_settings
 
 TRAIN_TASK = "tunedeck.train"
-SWEEP_TASK = "tunedeck.sweep"
 
 
 def celery_config(broker_url: str) -> dict:
