@@ -94,7 +94,7 @@ def test_tiles_stay_exact_through_batches_overwrites_and_deletes(db_session):
 
 
 def test_chart_from_tiles_keeps_first_last_min_and_max(db_session):
-    series = rows(range(0, STEPS), 3)
+    series = rows(range(STEPS), 3)
     series[1234]["value"], series[17_001]["value"] = -1.0, 2.0
     repository.upsert_metric_points(db_session, series)
     repository.upsert_metric_points(db_session, rows(range(500, STEPS, 500), 4, "eval/loss"))
@@ -117,7 +117,7 @@ def test_migration_builds_tiles_for_points_stored_before(tmp_path):
                              "cancel_requested, global_step, latest_metrics, info, attempts) "
                              "VALUES (1, 'old', 'succeeded', '{}', CURRENT_TIMESTAMP, 0, 0, "
                              "'{}', '[]', 0)")
-        conn.execute(MetricPoint.__table__.insert(), rows(range(0, STEPS), 5))
+        conn.execute(MetricPoint.__table__.insert(), rows(range(STEPS), 5))
     upgrade(url)
     with sessionmaker(engine)() as session:
         assert tiles(session) == rebuilt(session) != []
