@@ -40,6 +40,13 @@ def relative_path(path: str | Path, data_dir: Path) -> str:
     return str(resolved.relative_to(root)) if resolved.is_relative_to(root) else str(resolved)
 
 
+def checkpoint_row(job_id: int, name: str, step: int, path: Path, data_dir: Path,
+                   metrics: dict[str, float]) -> dict[str, Any]:
+    """A checkpoints row for a directory on disk: its path relative to the data dir, its size."""
+    return {"job_id": job_id, "name": name, "step": step, "path": relative_path(path, data_dir),
+            "metrics": metrics, "size_bytes": dir_size(path), "created_at": utcnow()}
+
+
 class DbReporter:
     def __init__(self, job_id: int, session_scope: Callable[[], AbstractContextManager[Session]],
                  data_dir: Path, flush_seconds: float = 0.25,
@@ -227,18 +234,13 @@ class DbReporter:
             self._write_checkpoints(session, checkpoints)
         return True
 
-    def relative(self, path: str | Path) -> str:
-        return relative_path(path, self.data_dir)
-
     def _write_checkpoints(self, session: Session, checkpoints: list[dict]) -> None:
         for item in checkpoints:
             path = Path(item["path"])
             if not path.is_dir():
                 continue
-            repository.upsert_checkpoint(session, {
-                "job_id": self.job_id, "name": item["name"], "step": item["step"],
-                "path": self.relative(path), "metrics": item["metrics"],
-                "size_bytes": dir_size(path), "created_at": utcnow()})
+            repository.upsert_checkpoint(session, checkpoint_row(
+                self.job_id, item["name"], item["step"], path, self.data_dir, item["metrics"]))
         gone = [c.name for c in repository.checkpoints(session, self.job_id)
                 if c.name != "final" and not (self.data_dir / c.path).is_dir()]
         repository.delete_checkpoints(session, self.job_id, gone)

@@ -20,7 +20,7 @@ from worker import data as D
 from worker import gpu
 from worker.callbacks import metric_values
 from worker.failures import describe_failure
-from worker.reporting import DbReporter, dir_size, relative_path
+from worker.reporting import DbReporter, checkpoint_row
 from worker.training import Outcome, train
 
 log = logging.getLogger(__name__)
@@ -154,10 +154,8 @@ def _restore_history(session, job_id: int, checkpoint: Path, data_dir: Path) -> 
         repository.upsert_metric_points(session, rows)
     evals = {name: value for entry in history if entry["step"] == step
              for name, value in metric_values(entry).items() if name.startswith("eval/")}
-    repository.upsert_checkpoint(session, {
-        "job_id": job_id, "name": checkpoint.name, "step": step,
-        "path": relative_path(checkpoint, data_dir), "metrics": evals,
-        "size_bytes": dir_size(checkpoint), "created_at": utcnow()})
+    repository.upsert_checkpoint(
+        session, checkpoint_row(job_id, checkpoint.name, step, checkpoint, data_dir, evals))
 
 
 def _still_ours(session, job_id: int, attempt: int, reporter: DbReporter) -> bool:
@@ -185,11 +183,10 @@ def _finish(job_id: int, attempt: int, outcome: Outcome, reporter: DbReporter) -
         if outcome.final_dir is not None:
             repository.replace_predictions(
                 session, job_id, [{"job_id": job_id, **row} for row in outcome.predictions])
-            repository.upsert_checkpoint(session, {
-                "job_id": job_id, "name": "final", "step": outcome.global_step,
-                "path": reporter.relative(outcome.final_dir), "size_bytes":
-                dir_size(outcome.final_dir), "metrics": {k: v for k, v in
-                outcome.final_metrics.items() if k.startswith("eval/")}, "created_at": now})
+            evals = {k: v for k, v in outcome.final_metrics.items() if k.startswith("eval/")}
+            repository.upsert_checkpoint(session, checkpoint_row(
+                job_id, "final", outcome.global_step, outcome.final_dir, reporter.data_dir,
+                evals))
             job.final_metrics = outcome.final_metrics
         job.status, job.finished_at, job.global_step = status, now, outcome.global_step
         job.eta_seconds = None
