@@ -25,6 +25,20 @@ def save(output: Path, step: int, history: list[dict] | None = None, state: str 
     return path
 
 
+def lost_job(global_step: int, steps: list[int], value: float) -> int:
+    """A job whose first attempt died at `global_step` after flushing train/loss at `steps`,
+    now on its second attempt."""
+    with session_scope() as session:
+        job = Job(name="j", spec=SPEC, status=JobStatus.running, attempts=2,
+                  global_step=global_step, latest_metrics={}, info=[])
+        session.add(job)
+        session.flush()
+        session.add(JobAttempt(job_id=job.id, number=2))
+        session.add_all(MetricPoint(job_id=job.id, name="train/loss", step=s, value=value)
+                        for s in steps)
+        return job.id
+
+
 def test_a_checkpoint_cut_short_while_saving_is_skipped(tmp_path):
     save(tmp_path, 5)
     save(tmp_path, 10)
@@ -36,15 +50,7 @@ def test_a_checkpoint_cut_short_while_saving_is_skipped(tmp_path):
 def test_a_resumed_curve_is_the_checkpoints_history(settings_env):
     """Points 1-6 were flushed, 7-10 were logged but not flushed when the worker died at 13;
     11-13 were flushed (a later flush). The resumed attempt sees exactly 1-10."""
-    with session_scope() as session:
-        job = Job(name="j", spec=SPEC, status=JobStatus.running, attempts=2, global_step=13,
-                  latest_metrics={}, info=[])
-        session.add(job)
-        session.flush()
-        job_id = job.id
-        session.add(JobAttempt(job_id=job_id, number=2))
-        session.add_all(MetricPoint(job_id=job_id, name="train/loss", step=s, value=9.0)
-                        for s in [*range(1, 7), 11, 12, 13])
+    job_id = lost_job(global_step=13, steps=[*range(1, 7), 11, 12, 13], value=9.0)
     history = [{"loss": 1.0 / s, "epoch": s / 10, "step": s} for s in range(1, 11)]
     history.append({"eval_loss": 0.25, "eval_accuracy": 0.75, "epoch": 1.0, "step": 10})
     output = get_settings().job_dir(job_id) / "output"
@@ -70,15 +76,7 @@ def test_a_resumed_curve_is_the_checkpoints_history(settings_env):
 
 
 def test_a_restart_without_a_checkpoint_starts_the_curve_over(settings_env):
-    with session_scope() as session:
-        job = Job(name="j", spec=SPEC, status=JobStatus.running, attempts=2, global_step=3,
-                  latest_metrics={}, info=[])
-        session.add(job)
-        session.flush()
-        job_id = job.id
-        session.add(JobAttempt(job_id=job_id, number=2))
-        session.add_all(MetricPoint(job_id=job_id, name="train/loss", step=s, value=1.0)
-                        for s in (1, 2, 3))
+    job_id = lost_job(global_step=3, steps=[1, 2, 3], value=1.0)
     _begin_attempt(job_id, 2, None, get_settings().data_dir)
     with session_scope() as session:
         assert session.scalars(select(MetricPoint).where(MetricPoint.job_id == job_id)).all() == []
