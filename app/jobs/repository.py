@@ -35,10 +35,6 @@ def list_jobs(
     return rows, session.scalar(count) or 0
 
 
-def jobs_with_status(session: Session, status: str) -> Sequence[Job]:
-    return session.scalars(select(Job).where(Job.status == status).order_by(Job.id)).all()
-
-
 # A loose index scan: one index seek per name, where DISTINCT reads every point of the job.
 _METRIC_NAMES = text(
     """
@@ -58,16 +54,6 @@ def metric_names(session: Session, job_id: int) -> list[str]:
     return sorted(session.scalars(_METRIC_NAMES, {"job_id": job_id}).all())
 
 
-def metric_count(session: Session, job_id: int, name: str, after_step: int) -> tuple[int, int, int]:
-    """(count, first step, last step) of one series after a step."""
-    row = session.execute(
-        select(func.count(), func.min(MetricPoint.step), func.max(MetricPoint.step)).where(
-            MetricPoint.job_id == job_id, MetricPoint.name == name, MetricPoint.step > after_step
-        )
-    ).one()
-    return row[0], row[1] or 0, row[2] or 0
-
-
 def metric_points(
     session: Session, job_id: int, name: str, after_step: int
 ) -> list[tuple[int, float]]:
@@ -77,33 +63,6 @@ def metric_points(
         .order_by(MetricPoint.step)
     )
     return [(row[0], row[1]) for row in session.execute(query)]
-
-
-# M4 downsampling in SQL: per bucket keep the first, last, min and max point.
-_M4 = text(
-    """
-    WITH p AS (
-        SELECT step, value, (CAST(step - :lo AS BIGINT) * :buckets) / :span AS b
-        FROM metric_points WHERE job_id = :job_id AND name = :name AND step > :after
-    ), agg AS (
-        SELECT b, MIN(step) AS first_step, MAX(step) AS last_step,
-               MIN(value) AS min_value, MAX(value) AS max_value
-        FROM p GROUP BY b
-    )
-    SELECT p.step, p.value FROM p JOIN agg ON p.b = agg.b
-    WHERE p.step = agg.first_step OR p.step = agg.last_step
-       OR p.value = agg.min_value OR p.value = agg.max_value
-    ORDER BY p.step
-    """
-)
-
-
-def metric_points_downsampled(
-    session: Session, job_id: int, name: str, after_step: int, lo: int, hi: int, buckets: int
-) -> list[tuple[int, float]]:
-    params = {"job_id": job_id, "name": name, "after": after_step, "lo": lo,
-              "span": hi - lo + 1, "buckets": buckets}
-    return [(row[0], row[1]) for row in session.execute(_M4, params)]
 
 
 def metric_points_after_id(
