@@ -16,7 +16,10 @@ SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def get_job_or_404(session: SessionDep, job_id: Annotated[int, Path(ge=1, le=2**31 - 1)]) -> Job:
+JobId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+
+
+def get_job_or_404(session: SessionDep, job_id: JobId) -> Job:
     job = session.get(Job, job_id)
     if job is None:
         raise HTTPException(404, f"job {job_id} not found")

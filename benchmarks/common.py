@@ -284,8 +284,7 @@ def reset_caches() -> None:
     from app.jobs import queue
 
     get_settings.cache_clear()
-    db.get_engine.cache_clear()
-    db.get_sessionmaker.cache_clear()
+    db.forget_engines()
     queue.get_producer.cache_clear()
 
 

@@ -33,8 +33,7 @@ REQUIRE_SERVICES = os.environ.get("TUNEDECK_REQUIRE_SERVICES") == "1"
 
 def reset_caches() -> None:
     get_settings.cache_clear()
-    db.get_engine.cache_clear()
-    db.get_sessionmaker.cache_clear()
+    db.forget_engines()
     queue.get_producer.cache_clear()
 
 

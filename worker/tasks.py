@@ -63,8 +63,5 @@ def stop_sweeper(**_) -> None:
 @worker_process_init.connect
 def fresh_connections(**_) -> None:
     """A forked pool process opens its own database and broker connections."""
-    if db.get_engine.cache_info().currsize:
-        db.get_engine().dispose(close=False)  # leave the parent's sockets to the parent
-    db.get_engine.cache_clear()
-    db.get_sessionmaker.cache_clear()
+    db.forget_engines(dispose=True)  # leave the parent's sockets to the parent
     queue.get_producer.cache_clear()

@@ -7,9 +7,11 @@ from urllib.parse import quote
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from app.auth import service
 from app.config import Settings, get_settings
+from app.db import session_scope
 from app.deps import SessionDep, SettingsDep
 
 SESSION_COOKIE = "tunedeck_session"
@@ -27,18 +29,29 @@ def unauthorized(detail: str) -> HTTPException:
     return HTTPException(401, detail, headers={"WWW-Authenticate": "Bearer"})
 
 
-def require_api_token(
-    request: Request, session: SessionDep, settings: SettingsDep, credentials: BearerDep
-) -> None:
-    """Every /api route: a bearer token, or (for reads from the pages) the session cookie."""
-    if not service.auth_enabled(session, settings):
+async def require_api_token(request: Request, credentials: BearerDep) -> None:
+    """Every /api route: a bearer token, or (for reads from the pages) the session cookie.
+
+    A token from TUNEDECK_API_TOKENS is checked right here, on the event loop; anything that
+    needs the token table goes to the thread pool once.
+    """
+    settings = get_settings()
+    if credentials is not None and service.is_env_token(settings, credentials.credentials):
         return
-    if credentials is not None:
-        if service.identify(session, settings, credentials.credentials) is None:
-            raise unauthorized("wrong bearer token")
-        return
-    if request.method in SAFE_METHODS and _cookie_user(request, session, settings):
-        return
+    await run_in_threadpool(_check_api_request, request, settings, credentials)
+
+
+def _check_api_request(request: Request, settings: Settings,
+                       credentials: HTTPAuthorizationCredentials | None) -> None:
+    with session_scope() as session:
+        if not service.auth_enabled(session, settings):
+            return
+        if credentials is not None:
+            if service.identify(session, settings, credentials.credentials) is None:
+                raise unauthorized("wrong bearer token")
+            return
+        if request.method in SAFE_METHODS and _cookie_user(request, session, settings):
+            return
     raise unauthorized("missing bearer token: send 'Authorization: Bearer <token>' (create one "
                        "with `tunedeck token create NAME`)")
 

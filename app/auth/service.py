@@ -37,15 +37,21 @@ def auth_enabled(session: Session, settings: Settings) -> bool:
 
 def identify(session: Session, settings: Settings, token: str) -> str | None:
     """The token's hash if it is valid, else None; DB tokens get last_used_at."""
+    if is_env_token(settings, token):
+        return hash_token(token)
     token_hash = hash_token(token)
-    for known in settings.token_list:
-        if hmac.compare_digest(hash_token(known), token_hash):
-            return token_hash
     row = repository.by_hash(session, token_hash)
     if row is None or not hmac.compare_digest(row.token_hash, token_hash):
         return None
     _touch(row)
     return token_hash
+
+
+def is_env_token(settings: Settings, token: str) -> bool:
+    """Whether token is one of TUNEDECK_API_TOKENS (no database needed)."""
+    token_hash = hash_token(token)
+    return any(hmac.compare_digest(hash_token(known), token_hash)
+               for known in settings.token_list)
 
 
 def _touch(row: ApiToken) -> None:

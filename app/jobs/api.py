@@ -1,12 +1,14 @@
 """JSON API for jobs under /api/v1."""
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
-from fastapi import APIRouter, Header, HTTPException, Query
+from fastapi import APIRouter, Header, HTTPException, Query, Response
 from fastapi.responses import StreamingResponse
 
-from app.deps import JobDep, SessionDep, SettingsDep
+from app.db import read_only
+from app.deps import JobDep, JobId, SessionDep, SettingsDep
 from app.errors import Conflict, Invalid
 from app.jobs import repository, service
 from app.jobs.archive import stream_tar
@@ -40,19 +42,28 @@ def submit_job(spec: JobSpec, session: SessionDep) -> JobOut:
     return service.to_out(job)
 
 
+# The two reads scripts and dashboards poll. They run on the event loop, not in the thread
+# pool: each is one indexed SELECT on an autocommit connection whose waits are bounded (see
+# db.read_only / READ_TIMEOUT_SECONDS), and a thread hop (GIL hand-offs between the loop and
+# a pool thread) cost more CPU than the query itself. Measured in benchmarks/api_load.py (P5).
+
 @router.get("", response_model=JobPage)
-def list_jobs(
-    session: SessionDep,
+async def list_jobs(
     status: JobStatus | None = None,
     page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
     per_page: Annotated[int, Query(ge=1, le=200)] = 20,
-) -> JobPage:
-    return service.job_page(session, status=status, page=page, per_page=per_page)
+) -> Response:
+    body = read_only(partial(service.job_page_json, status=status, page=page,
+                             per_page=per_page))
+    return Response(body, media_type="application/json")
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=ERRORS)
-def get_job(job: JobDep) -> JobOut:
-    return service.to_out(job)
+async def get_job(job_id: JobId) -> Response:
+    body = read_only(partial(service.job_json, job_id=job_id))
+    if body is None:
+        raise HTTPException(404, f"job {job_id} not found")
+    return Response(body, media_type="application/json")
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut,

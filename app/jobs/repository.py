@@ -6,6 +6,7 @@ from datetime import datetime
 
 from sqlalchemy import Select, bindparam, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Row
 from sqlalchemy.orm import Session
 
 from app.jobs.models import (
@@ -26,13 +27,59 @@ def get_job(session: Session, job_id: int) -> Job | None:
 def list_jobs(
     session: Session, *, status: str | None, offset: int, limit: int
 ) -> tuple[Sequence[Job], int]:
-    query: Select = select(Job)
-    count = select(func.count(Job.id))
+    """A page of jobs as ORM objects (the HTML pages), newest first, and the total."""
+    rows = session.scalars(_page(select(Job), status, offset, limit)).all()
+    return rows, count_jobs(session, status)
+
+
+# What a JobOut is made of, in the order service.job_dict() unpacks it.
+JOB_OUT_COLUMNS = (
+    "id", "name", "status", "spec", "created_at", "started_at", "finished_at",
+    "cancel_requested", "global_step", "max_steps", "epoch", "samples_per_second",
+    "eta_seconds", "progress_at", "latest_metrics", "final_metrics", "label_names", "info",
+    "gpu_peak_memory_mb", "gpu_utilization", "attempts", "error_type", "error_message",
+    "error_traceback", "error_hint",
+)
+
+# The JSON API reads plain tuples on an autocommit connection (db.read_only), no ORM objects.
+# The statements are built once: building a 25-column SELECT costs more than running it.
+_OUT = [Job.__table__.c[name] for name in JOB_OUT_COLUMNS]
+_JOB_ROW = select(*_OUT).where(Job.id == bindparam("job_id"))
+_COUNT_ALL = select(func.count(Job.id))
+_COUNT_BY_STATUS = _COUNT_ALL.where(Job.status == bindparam("status"))
+# The total rides along as an uncorrelated scalar subquery, computed once per query (a
+# window count would make the database read every matching row): one round trip per page.
+_ROWS_ALL = (select(*_OUT, _COUNT_ALL.scalar_subquery().correlate(None)).order_by(Job.id.desc())
+             .offset(bindparam("offset")).limit(bindparam("limit")))
+_ROWS_BY_STATUS = (select(*_OUT, _COUNT_BY_STATUS.scalar_subquery().correlate(None))
+                   .where(Job.status == bindparam("status")).order_by(Job.id.desc())
+                   .offset(bindparam("offset")).limit(bindparam("limit")))
+
+
+def job_row(connection: Connection, job_id: int) -> Row | None:
+    """The JOB_OUT_COLUMNS of one job."""
+    return connection.execute(_JOB_ROW, {"job_id": job_id}).first()
+
+
+def list_job_rows(
+    connection: Connection, *, status: str | None, offset: int, limit: int
+) -> tuple[list[tuple], int]:
+    """list_jobs as JOB_OUT_COLUMNS tuples, and the total."""
+    rows = connection.execute(_ROWS_BY_STATUS if status else _ROWS_ALL,
+                              {"status": status, "offset": offset, "limit": limit}).all()
+    if not rows:  # past the last page (or no jobs): the total needs its own query
+        return [], count_jobs(connection, status) if offset else 0
+    return [row[:-1] for row in rows], rows[0][-1]
+
+
+def count_jobs(db: Session | Connection, status: str | None) -> int:
+    return db.scalar(_COUNT_BY_STATUS if status else _COUNT_ALL, {"status": status}) or 0
+
+
+def _page(query: Select, status: str | None, offset: int, limit: int) -> Select:
     if status:
         query = query.where(Job.status == status)
-        count = count.where(Job.status == status)
-    rows = session.scalars(query.order_by(Job.id.desc()).offset(offset).limit(limit)).all()
-    return rows, session.scalar(count) or 0
+    return query.order_by(Job.id.desc()).offset(offset).limit(limit)
 
 
 # A loose index scan: one index seek per name, where DISTINCT reads every point of the job.

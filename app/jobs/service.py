@@ -1,8 +1,13 @@
 """Rules and state transitions for jobs; no commits here (the boundary commits)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
 from itertools import groupby
+from typing import Any
 
+import orjson
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from app.datasets.models import Dataset
@@ -12,9 +17,7 @@ from app.jobs import repository
 from app.jobs.models import Job, JobStatus
 from app.jobs.queue import enqueue_after_commit
 from app.jobs.schemas import (
-    JobError,
     JobOut,
-    JobPage,
     JobSpec,
     MetricSeries,
     MetricsOut,
@@ -57,44 +60,70 @@ def cancel_job(session: Session, job: Job) -> Job:
 
 
 def progress_of(job: Job) -> Progress:
-    fraction = None
-    if job.max_steps:
-        fraction = min(1.0, job.global_step / job.max_steps)
-    if job.status == JobStatus.succeeded:
-        fraction = 1.0
-    return Progress(
-        step=job.global_step or 0,
-        max_steps=job.max_steps,
-        epoch=job.epoch,
-        fraction=fraction,
-        samples_per_second=job.samples_per_second,
-        eta_seconds=job.eta_seconds if job.status == JobStatus.running else None,
-        updated_at=job.progress_at,
-    )
+    return Progress.model_validate(_progress(
+        job.status, job.global_step, job.max_steps, job.epoch, job.samples_per_second,
+        job.eta_seconds, job.progress_at))
+
+
+def _progress(status: str, step: int | None, max_steps: int | None, epoch: float | None,
+              samples_per_second: float | None, eta_seconds: float | None,
+              updated_at: datetime | None) -> dict[str, Any]:
+    fraction = min(1.0, (step or 0) / max_steps) if max_steps else None
+    return {
+        "step": step or 0, "max_steps": max_steps, "epoch": epoch,
+        "fraction": 1.0 if status == JobStatus.succeeded else fraction,
+        "samples_per_second": samples_per_second,
+        "eta_seconds": eta_seconds if status == JobStatus.running else None,
+        "updated_at": updated_at,
+    }
+
+
+def job_dict(values: Sequence[Any]) -> dict[str, Any]:
+    """A job as the API shows it (the fields of JobOut), from its repository.JOB_OUT_COLUMNS.
+
+    Plain dicts, so the hot read endpoints serialize with orjson, skipping pydantic
+    validation of every row; to_out() validates the same dict into a JobOut.
+    """
+    (job_id, name, status, spec, created_at, started_at, finished_at, cancel_requested, step,
+     max_steps, epoch, samples_per_second, eta_seconds, progress_at, latest_metrics,
+     final_metrics, label_names, info, gpu_peak_memory_mb, gpu_utilization, attempts,
+     error_type, error_message, error_traceback, error_hint) = values
+    error = None
+    if error_type or error_message:
+        error = {"type": error_type, "message": error_message, "traceback": error_traceback,
+                 "hint": error_hint}
+    return {
+        "id": job_id, "name": name, "status": status, "spec": spec, "created_at": created_at,
+        "started_at": started_at, "finished_at": finished_at,
+        "cancel_requested": cancel_requested,
+        "progress": _progress(status, step, max_steps, epoch, samples_per_second, eta_seconds,
+                              progress_at),
+        "latest_metrics": latest_metrics or {}, "final_metrics": final_metrics,
+        "label_names": label_names, "info": info or [], "error": error,
+        "gpu_peak_memory_mb": gpu_peak_memory_mb, "gpu_utilization": gpu_utilization,
+        "attempts": attempts,
+    }
 
 
 def to_out(job: Job) -> JobOut:
-    error = None
-    if job.error_type or job.error_message:
-        error = JobError(type=job.error_type, message=job.error_message,
-                         traceback=job.error_traceback, hint=job.error_hint)
-    return JobOut(
-        id=job.id, name=job.name, status=job.status, spec=job.spec, created_at=job.created_at,
-        started_at=job.started_at, finished_at=job.finished_at,
-        cancel_requested=job.cancel_requested, progress=progress_of(job),
-        latest_metrics=job.latest_metrics or {}, final_metrics=job.final_metrics,
-        label_names=job.label_names, info=job.info or [], error=error,
-        gpu_peak_memory_mb=job.gpu_peak_memory_mb, gpu_utilization=job.gpu_utilization,
-        attempts=job.attempts,
-    )
+    return JobOut.model_validate(job_dict([getattr(job, c) for c in repository.JOB_OUT_COLUMNS]))
 
 
-def job_page(session: Session, *, status: str | None, page: int, per_page: int) -> JobPage:
-    rows, total = repository.list_jobs(
-        session, status=status, offset=(page - 1) * per_page, limit=per_page
+# The hot read endpoints (scripts poll them): one autocommit connection, one SELECT, the
+# bytes made by orjson. tests/app/test_job_json.py holds them equal to the JobOut models.
+
+def job_json(connection: Connection, job_id: int) -> bytes | None:
+    row = repository.job_row(connection, job_id)
+    return None if row is None else orjson.dumps(job_dict(row))
+
+
+def job_page_json(connection: Connection, *, status: str | None, page: int,
+                  per_page: int) -> bytes:
+    rows, total = repository.list_job_rows(
+        connection, status=status, offset=(page - 1) * per_page, limit=per_page
     )
-    return JobPage(items=[to_out(job) for job in rows], total=total, page=page,
-                   per_page=per_page)
+    return orjson.dumps({"items": [job_dict(row) for row in rows], "total": total,
+                         "page": page, "per_page": per_page})
 
 
 def metric_series(

@@ -16,8 +16,8 @@ SPEC = {
 
 def make_job(status: str = JobStatus.queued, spec: dict | None = None, **fields) -> int:
     with session_scope() as session:
-        job = Job(name="test-job", spec=spec or SPEC, status=status, latest_metrics={},
-                  info=[], **fields)
+        job = Job(**{"name": "test-job", "spec": spec or SPEC, "status": status,
+                     "latest_metrics": {}, "info": [], **fields})
         session.add(job)
         session.flush()
         return job.id
