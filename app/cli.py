@@ -36,7 +36,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
         uvicorn.run("app.main:create_app", factory=True, host=host, port=port,
-                    log_level=args.log_level)
+                    log_level=args.log_level, workers=args.workers or settings.web_workers)
     finally:
         if worker is not None:
             _stop_embedded_worker(worker)
@@ -119,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=None, help="default: TUNEDECK_HOST or 127.0.0.1")
     serve.add_argument("--port", type=int, default=None, help="default: TUNEDECK_PORT or 8000")
     serve.add_argument("--no-worker", action="store_true", help="web only; run workers apart")
+    serve.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="web processes (default: TUNEDECK_WEB_WORKERS or 1); one per core "
+                            "for API-heavy use; the training worker is apart from these")
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(func=cmd_serve)
 

@@ -5,6 +5,7 @@ import os
 import signal
 import time
 
+import httpx
 import psutil
 import pytest
 
@@ -30,3 +31,26 @@ def test_worker_stops_with_serve(live_server, sig):
     time.sleep(3)  # let the worker finish starting
     os.kill(live_server.process.pid, sig)
     assert wait_gone(worker, 45), f"embedded worker outlived serve after {sig.name}"
+
+
+def test_serve_runs_several_web_processes(settings_env, tmp_path):
+    """TUNEDECK_WEB_WORKERS=2 (or --workers 2): two uvicorn processes answer on one port,
+    beside one embedded training worker; SIGTERM to serve stops all of them."""
+    from tests.fixtures import LiveServer
+
+    server = LiveServer({**settings_env, "TUNEDECK_WEB_WORKERS": "2"}, tmp_path / "serve.log")
+    try:
+        worker = embedded_worker(server)
+        tree = psutil.Process(server.process.pid).children(recursive=True)
+        web = [p for p in tree if p.pid != worker.pid and p not in worker.children(True)
+               and "multiprocessing" in " ".join(p.cmdline())]
+        web = [p for p in web if "resource_tracker" not in " ".join(p.cmdline())]
+        assert len(web) == 2, [p.cmdline() for p in tree]
+        answered = {httpx.get(server.url + "/api/v1/jobs").status_code for _ in range(20)}
+        assert answered == {200}
+        time.sleep(3)  # let the worker finish starting
+        os.kill(server.process.pid, signal.SIGTERM)
+        for process in [worker, *web]:
+            assert wait_gone(process, 45), f"{process.cmdline()} outlived serve"
+    finally:
+        server.stop()
