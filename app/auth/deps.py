@@ -1,6 +1,7 @@
 """Auth dependencies: bearer tokens for /api, the session cookie for pages, CSRF for forms."""
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 from urllib.parse import quote
 
@@ -9,9 +10,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app.auth import service
+from app.auth import repository, service
 from app.config import Settings, get_settings
-from app.db import session_scope
+from app.db import read_only, session_scope, utcnow
 from app.deps import SessionDep, SettingsDep
 
 SESSION_COOKIE = "tunedeck_session"
@@ -32,28 +33,28 @@ def unauthorized(detail: str) -> HTTPException:
 async def require_api_token(request: Request, credentials: BearerDep) -> None:
     """Every /api route: a bearer token, or (for reads from the pages) the session cookie.
 
-    A token from TUNEDECK_API_TOKENS is checked right here, on the event loop; anything that
-    needs the token table goes to the thread pool once.
+    Checked on the event loop: a TUNEDECK_API_TOKENS token without the database, anything
+    else with short reads (db.read_only); only a due last_used_at write goes to the pool.
     """
     settings = get_settings()
-    if credentials is not None and service.is_env_token(settings, credentials.credentials):
+    bearer = credentials.credentials if credentials is not None else None
+    if bearer is not None and service.is_env_token(settings, bearer):
         return
-    await run_in_threadpool(_check_api_request, request, settings, credentials)
+    cookie = request.cookies.get(SESSION_COOKIE) if request.method in SAFE_METHODS else None
+    verdict, due = read_only(partial(service.api_access, settings=settings, bearer=bearer,
+                                     session_cookie=cookie))
+    if due is not None:
+        await run_in_threadpool(_mark_used, due)
+    if verdict == "wrong":
+        raise unauthorized("wrong bearer token")
+    if verdict == "missing":
+        raise unauthorized("missing bearer token: send 'Authorization: Bearer <token>' "
+                           "(create one with `tunedeck token create NAME`)")
 
 
-def _check_api_request(request: Request, settings: Settings,
-                       credentials: HTTPAuthorizationCredentials | None) -> None:
+def _mark_used(token_id: int) -> None:
     with session_scope() as session:
-        if not service.auth_enabled(session, settings):
-            return
-        if credentials is not None:
-            if service.identify(session, settings, credentials.credentials) is None:
-                raise unauthorized("wrong bearer token")
-            return
-        if request.method in SAFE_METHODS and _cookie_user(request, session, settings):
-            return
-    raise unauthorized("missing bearer token: send 'Authorization: Bearer <token>' (create one "
-                       "with `tunedeck token create NAME`)")
+        repository.mark_used(session, token_id, utcnow())
 
 
 def _cookie_user(request: Request, session: Session, settings: Settings) -> str | None:

@@ -13,6 +13,7 @@ from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from app.auth import repository
@@ -30,21 +31,9 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def auth_enabled(session: Session, settings: Settings) -> bool:
+def auth_enabled(db: Session | Connection, settings: Settings) -> bool:
     """On as soon as any token exists, in TUNEDECK_API_TOKENS or in the token table."""
-    return bool(settings.token_list) or repository.count(session) > 0
-
-
-def identify(session: Session, settings: Settings, token: str) -> str | None:
-    """The token's hash if it is valid, else None; DB tokens get last_used_at."""
-    if is_env_token(settings, token):
-        return hash_token(token)
-    token_hash = hash_token(token)
-    row = repository.by_hash(session, token_hash)
-    if row is None or not hmac.compare_digest(row.token_hash, token_hash):
-        return None
-    _touch(row)
-    return token_hash
+    return bool(settings.token_list) or repository.any_token(db)
 
 
 def is_env_token(settings: Settings, token: str) -> bool:
@@ -54,17 +43,50 @@ def is_env_token(settings: Settings, token: str) -> bool:
                for known in settings.token_list)
 
 
-def _touch(row: ApiToken) -> None:
-    now = utcnow()
-    if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
-        row.last_used_at = now
+def check_token(db: Session | Connection, settings: Settings,
+                token: str) -> tuple[str, int | None] | None:
+    """(the token's hash, the id of its row when last_used_at is due), or None if invalid."""
+    token_hash = hash_token(token)
+    if is_env_token(settings, token):
+        return token_hash, None
+    row = repository.token_use(db, token_hash)
+    if row is None:
+        return None
+    due = row.last_used_at is None or utcnow() - row.last_used_at > LAST_USED_RESOLUTION
+    return token_hash, row.id if due else None
 
 
-def is_current(session: Session, settings: Settings, token_hash: str) -> bool:
+def identify(session: Session, settings: Settings, token: str) -> str | None:
+    """The token's hash if it is valid, else None; token rows get last_used_at."""
+    found = check_token(session, settings, token)
+    if found is None:
+        return None
+    token_hash, due = found
+    if due is not None:
+        repository.mark_used(session, due, utcnow())
+    return token_hash
+
+
+def is_current(db: Session | Connection, settings: Settings, token_hash: str) -> bool:
     """Whether a token hash still names an env token or a row (revocation ends sessions)."""
     if any(hmac.compare_digest(hash_token(t), token_hash) for t in settings.token_list):
         return True
-    return repository.by_hash(session, token_hash) is not None
+    return repository.token_use(db, token_hash) is not None
+
+
+def api_access(db: Session | Connection, settings: Settings, bearer: str | None,
+               session_cookie: str | None) -> tuple[str, int | None]:
+    """An API request's verdict: ("open" | "ok" | "wrong" | "missing", a token row id whose
+    last_used_at is due). session_cookie counts only for reads (the caller passes None else)."""
+    if not auth_enabled(db, settings):
+        return "open", None
+    if bearer is not None:
+        found = check_token(db, settings, bearer)
+        return ("wrong", None) if found is None else ("ok", found[1])
+    token_hash = read_session(settings, session_cookie)
+    if token_hash and is_current(db, settings, token_hash):
+        return "ok", None
+    return "missing", None
 
 
 # ---------------------------------------------------------------- token rows

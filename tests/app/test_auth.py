@@ -6,6 +6,7 @@ import logging
 import re
 import subprocess
 import sys
+from datetime import timedelta
 
 import pytest
 from fastapi import Depends, FastAPI
@@ -118,6 +119,26 @@ def test_a_database_token_turns_auth_on_and_revoking_ends_it(client):
         service.revoke_token(session, "laptop")
     assert client.get("/api/v1/jobs", headers={"Authorization": f"Bearer {token}"}
                       ).status_code == 401
+
+
+def test_last_used_at_is_written_at_most_once_a_minute(client):
+    with session_scope() as session:
+        _, token = service.create_token(session, "script")
+    headers = {"Authorization": f"Bearer {token}"}
+
+    def last_used():
+        with session_scope() as session:
+            return repository.by_name(session, "script").last_used_at
+
+    assert client.get("/api/v1/jobs", headers=headers).status_code == 200
+    first = last_used()
+    assert first is not None
+    assert client.get("/api/v1/jobs", headers=headers).status_code == 200
+    assert last_used() == first  # within the minute: no write per request
+    with session_scope() as session:
+        repository.by_name(session, "script").last_used_at = first - timedelta(minutes=5)
+    assert client.get("/api/v1/jobs/1", headers=headers).status_code == 404  # auth passed
+    assert last_used() > first
 
 
 def test_token_names_are_unique(session):
