@@ -45,24 +45,31 @@ SETUPS = """## How each is measured
 - **P1** `benchmarks/plain_recipe.py` (the recipe of DESIGN.md as a plain script) against a
   tunedeck job run by `worker.runner.run_job` (claim, StreamingCallback, DbReporter writing to
   SQLite every 0.25 s, predictions, final model): all-MiniLM-L6-v2 on the first 256 MRPC train
-  rows, 1 epoch, batch 16, max_length 128, lr 1e-4, seed 42, evaluated on the 408 validation
-  rows; both arms in one process in ABBA order, torch on cores - 1 threads (with one thread per
+  rows, 1 epoch, batch 16, max_length 128, lr 1e-4, seed 42, the spec's defaults (length-grouped
+  batches) in both arms, evaluated on the 408 validation rows; both arms in one process in ABBA order, torch on cores - 1 threads (with one thread per
   core any other runnable thread stalls torch's OpenMP barrier: 2 threads trained 3x slower
   than 1 on this machine). On so small a subset both arms still predict the majority class;
   the equal eval loss is the sharper check that they trained the same model.
 - **P2** Tokens fed to the model in one epoch of the MRPC train split, padding included, and
   forward + backward time per batch, the three ways interleaved. Dynamic padding pads each
-  batch to its longest row; on MRPC a random batch of 16 is padded to 1.4x its mean length,
-  hence 0.59. Length-grouped batches (`train_sampling_strategy: group_by_length`, the form's
-  *Batches* field) come within 2% of the real tokens.
+  batch to its longest row; on MRPC a random batch of 16 is padded to 1.4x its mean length
+  (0.59 of the padded tokens; 0.56 at batch 8, 0.62 at batch 32), so random batches cannot
+  meet 0.5. tunedeck's spec therefore defaults to length-grouped batches
+  (`train_sampling_strategy: group_by_length`, the form's *Batches* field; transformers'
+  LengthGroupedSampler shuffles megabatches of 50 batches), which come within 2% of the real
+  tokens; `random` restores transformers' default.
 - **P3** `tunedeck serve --no-worker` in a child; this process writes points one by one
   through `repository.upsert_metric_points` and reads `/api/v1/jobs/{id}/events`; the stream
   polls the database every 0.2 s.
 - **P4** 999,999 points (3 series of 333,000 steps, 3 eval series) bulk-inserted, tiles built
   once; `GET /api/v1/jobs/{id}/metrics?max_points=2000` through the ASGI app in process.
-- **P5** `tunedeck serve --no-worker` (uvicorn, one process, auth on with an env token) on
-  PostgreSQL with 1,000 jobs; wrk (1 thread, 16 connections) on the same 2 cores as the
-  server and PostgreSQL.
+- **P5** `tunedeck serve --no-worker --workers N` (auth on with an env token) on PostgreSQL
+  with 1,000 jobs; N = one web process per core (the target rows) and N = 1 (reported); wrk
+  (1 thread, 16 connections) on the same 2 cores as the server and PostgreSQL. Job detail and
+  job list each run one prebuilt SELECT on an autocommit connection on the event loop and
+  serialize with orjson (see app/jobs/api.py); before that change one process served 280 /
+  170 req/s (4.1 / 7.7 ms of CPU per request, most of it thread-pool hand-offs, statement
+  building, JSON decoding and double validation).
 - **P6** `tunedeck serve` with its embedded worker; jobs that fail at once (no such dataset),
   each submitted when the worker is idle; `started_at - created_at` of the job row.
 - **P7** `tunedeck serve --no-worker` on SQLite, process start to the first 200 on
