@@ -99,6 +99,7 @@ def settings_env(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, s
     upgrade(get_settings().db_url)
     yield env
     db.get_engine().dispose()
+    db.get_read_engine().dispose()
     reset_caches()
 
 
