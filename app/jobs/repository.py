@@ -109,7 +109,7 @@ def metric_points(
         .where(MetricPoint.job_id == job_id, MetricPoint.name == name, MetricPoint.step > after_step)
         .order_by(MetricPoint.step)
     )
-    return [(row[0], row[1]) for row in session.execute(query)]
+    return [(row[0], row[1]) for row in session.connection().execute(query)]
 
 
 def metric_points_after_id(
@@ -251,18 +251,26 @@ def refresh_metric_tiles(session: Session, job_id: int, lo_step: int, hi_step: i
         session.execute(merge, params)
 
 
-def metric_tile_summaries(session: Session, job_id: int) -> dict[str, tuple[int, int, int]]:
-    """Per series with tiles: (points, first step, last step), from the top-level tiles."""
+def metric_tile_summaries(session: Session, job_id: int,
+                          names: list[str]) -> dict[str, tuple[int, int, int]]:
+    """Per series with tiles: (points, first step, last step), from the top-level tiles.
+
+    The names let both databases seek (job_id, name, level) in the primary key; without them
+    the top level is filtered out of every tile of the job (5 ms at 1,000,000 points).
+    """
+    if not names:
+        return {}
     query = (
         select(MetricTile.name, func.sum(MetricTile.points), func.min(MetricTile.first_step),
                func.max(MetricTile.last_step))
-        .where(MetricTile.job_id == job_id, MetricTile.level == len(TILE_WIDTHS) - 1)
+        .where(MetricTile.job_id == job_id, MetricTile.name.in_(names),
+               MetricTile.level == len(TILE_WIDTHS) - 1)
         .group_by(MetricTile.name)
     )
     return {row[0]: (int(row[1]), row[2], row[3]) for row in session.execute(query)}
 
 
-def metric_tiles(session: Session, job_id: int, name: str, level: int) -> list[tuple]:
+def metric_tiles(session: Session, job_id: int, name: str, level: int) -> Sequence[Row]:
     """(first, last, min, max) points of each tile of a level, in step order."""
     query = (
         select(MetricTile.first_step, MetricTile.first_value, MetricTile.last_step,
@@ -271,7 +279,8 @@ def metric_tiles(session: Session, job_id: int, name: str, level: int) -> list[t
         .where(MetricTile.job_id == job_id, MetricTile.name == name, MetricTile.level == level)
         .order_by(MetricTile.tile)
     )
-    return [tuple(row) for row in session.execute(query)]
+    # Core rows straight from the connection: no ORM result machinery for thousands of rows.
+    return session.connection().execute(query).all()
 
 
 def upsert_checkpoint(session: Session, row: dict) -> None:
