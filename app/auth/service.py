@@ -38,7 +38,10 @@ def auth_enabled(db: Session | Connection, settings: Settings) -> bool:
 
 def is_env_token(settings: Settings, token: str) -> bool:
     """Whether token is one of TUNEDECK_API_TOKENS (no database needed)."""
-    token_hash = hash_token(token)
+    return _names_env_token(settings, hash_token(token))
+
+
+def _names_env_token(settings: Settings, token_hash: str) -> bool:
     return any(hmac.compare_digest(hash_token(known), token_hash)
                for known in settings.token_list)
 
@@ -47,7 +50,7 @@ def check_token(db: Session | Connection, settings: Settings,
                 token: str) -> tuple[str, int | None] | None:
     """(the token's hash, the id of its row when last_used_at is due), or None if invalid."""
     token_hash = hash_token(token)
-    if is_env_token(settings, token):
+    if _names_env_token(settings, token_hash):
         return token_hash, None
     row = repository.token_use(db, token_hash)
     if row is None:
@@ -69,9 +72,8 @@ def identify(session: Session, settings: Settings, token: str) -> str | None:
 
 def is_current(db: Session | Connection, settings: Settings, token_hash: str) -> bool:
     """Whether a token hash still names an env token or a row (revocation ends sessions)."""
-    if any(hmac.compare_digest(hash_token(t), token_hash) for t in settings.token_list):
-        return True
-    return repository.token_use(db, token_hash) is not None
+    return (_names_env_token(settings, token_hash)
+            or repository.token_use(db, token_hash) is not None)
 
 
 def api_access(db: Session | Connection, settings: Settings, bearer: str | None,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Select, bindparam, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -28,7 +29,7 @@ def list_jobs(
     session: Session, *, status: str | None, offset: int, limit: int
 ) -> tuple[Sequence[Job], int]:
     """A page of jobs as ORM objects (the HTML pages), newest first, and the total."""
-    rows = session.scalars(_page(select(Job), status, offset, limit)).all()
+    rows = session.scalars(_page(select(Job), status or None, offset, limit)).all()
     return rows, count_jobs(session, status)
 
 
@@ -47,13 +48,15 @@ _OUT = [Job.__table__.c[name] for name in JOB_OUT_COLUMNS]
 _JOB_ROW = select(*_OUT).where(Job.id == bindparam("job_id"))
 _COUNT_ALL = select(func.count(Job.id))
 _COUNT_BY_STATUS = _COUNT_ALL.where(Job.status == bindparam("status"))
-# The total rides along as an uncorrelated scalar subquery, computed once per query (a
-# window count would make the database read every matching row): one round trip per page.
-_ROWS_ALL = (select(*_OUT, _COUNT_ALL.scalar_subquery().correlate(None)).order_by(Job.id.desc())
-             .offset(bindparam("offset")).limit(bindparam("limit")))
-_ROWS_BY_STATUS = (select(*_OUT, _COUNT_BY_STATUS.scalar_subquery().correlate(None))
-                   .where(Job.status == bindparam("status")).order_by(Job.id.desc())
-                   .offset(bindparam("offset")).limit(bindparam("limit")))
+
+
+def _rows(by_status: bool) -> Select:
+    """A page of JOB_OUT_COLUMNS, the total riding along as an uncorrelated scalar subquery
+    (computed once; a window count would make the database read every matching row)."""
+    count = _COUNT_BY_STATUS if by_status else _COUNT_ALL
+    return _page(select(*_OUT, count.scalar_subquery().correlate(None)),
+                 bindparam("status") if by_status else None, bindparam("offset"),
+                 bindparam("limit"))
 
 
 def job_row(connection: Connection, job_id: int) -> Row | None:
@@ -76,10 +79,14 @@ def count_jobs(db: Session | Connection, status: str | None) -> int:
     return db.scalar(_COUNT_BY_STATUS if status else _COUNT_ALL, {"status": status}) or 0
 
 
-def _page(query: Select, status: str | None, offset: int, limit: int) -> Select:
-    if status:
+def _page(query: Select, status: Any, offset: Any, limit: Any) -> Select:
+    """Newest first; status, offset and limit are values or bind parameters."""
+    if status is not None:
         query = query.where(Job.status == status)
     return query.order_by(Job.id.desc()).offset(offset).limit(limit)
+
+
+_ROWS_ALL, _ROWS_BY_STATUS = _rows(False), _rows(True)
 
 
 # A loose index scan: one index seek per name, where DISTINCT reads every point of the job.
