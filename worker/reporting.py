@@ -2,8 +2,14 @@
 
 Training threads only append to in-memory buffers under a lock. A writer thread flushes
 them every `flush_seconds` in one transaction (metric upserts, progress, heartbeat,
-checkpoints) and reads back the cancel flag. A database error is logged and the batch is
-kept for the next flush, so a hiccup never crashes or blocks the run.
+checkpoints) and reads back the cancel flag; with nothing new buffered it writes only every
+`idle_seconds` (the heartbeat). A database error is logged and the batch is kept for the
+next flush, so a hiccup never crashes or blocks the run.
+
+The writer shares the interpreter lock with the training loop, whose Python parts (the
+Trainer loop, module calls, the optimizer) wait while it runs: a flush is one UPDATE of the
+job row (progress, heartbeat, lease fence and cancel flag together, no ORM load of the row)
+plus the metric upsert when there are points. Measured by benchmarks/overhead.py (P1).
 
 Each flush also renews the job's lease (docs/operations.md), fenced by the attempt number: once
 another attempt holds the job, or no renewal got through for a lease timeout, the reporter
@@ -24,7 +30,6 @@ from sqlalchemy.orm import Session
 
 from app.db import utcnow
 from app.jobs import repository
-from app.jobs.models import Job
 
 log = logging.getLogger(__name__)
 MAX_BUFFERED_POINTS = 200_000
@@ -51,11 +56,15 @@ class DbReporter:
     def __init__(self, job_id: int, session_scope: Callable[[], AbstractContextManager[Session]],
                  data_dir: Path, flush_seconds: float = 0.25,
                  stats: Callable[[], dict[str, Any]] | None = None,
-                 attempt: int | None = None, lease_timeout: float | None = None):
+                 attempt: int | None = None, lease_timeout: float | None = None,
+                 idle_seconds: float = 1.0):
         self.job_id = job_id
         self.session_scope = session_scope
         self.data_dir = data_dir.resolve()
         self.flush_seconds = flush_seconds
+        self.idle_seconds = max(idle_seconds, flush_seconds)
+        self._written = 0.0  # monotonic time of the last flush that got through
+        self._latest_all: dict[str, float] | None = None  # the job's latest_metrics, merged
         self.stats = stats
         self._lock = threading.Lock()
         self._points: dict[tuple[str, int], tuple[float, float | None]] = {}
@@ -138,7 +147,8 @@ class DbReporter:
 
     def _run(self) -> None:
         while not self._stop.wait(self.flush_seconds):
-            self._flush_safely()
+            if self._has_news() or time.monotonic() - self._written >= self.idle_seconds:
+                self._flush_safely()
         while not (ok := self._flush_safely()) and time.monotonic() < self._deadline:
             time.sleep(0.2)
         self._drained = ok
@@ -153,6 +163,11 @@ class DbReporter:
                 log.warning("job %s: could not write progress (failure %d); will retry",
                             self.job_id, self.failures, exc_info=True)
             return False
+
+    def _has_news(self) -> bool:
+        with self._lock:
+            return bool(self._points or self._latest or self._progress or self._checkpoints
+                        or self._fields)
 
     def _take(self) -> tuple:
         with self._lock:
@@ -181,6 +196,7 @@ class DbReporter:
             self._give_back(batch)
             self._heartbeat(started)
             raise
+        self._written = started
         if renewed:
             self._renewed = started
 
@@ -201,35 +217,39 @@ class DbReporter:
             return True
         if self.lease_lost or not repository.renew_lease(session, self.job_id, self.attempt,
                                                          now):
-            if not self._lease_lost:
-                log.warning("job %s: attempt %s no longer holds the job; stopping",
-                            self.job_id, self.attempt)
-            self._lease_lost = True
+            self._lose_lease()
         return not self._lease_lost
 
+    def _lose_lease(self) -> None:
+        if not self._lease_lost:
+            log.warning("job %s: attempt %s no longer holds the job; stopping",
+                        self.job_id, self.attempt)
+        self._lease_lost = True
+
     def _write(self, session: Session, points, latest, progress, checkpoints, fields) -> bool:
-        now = utcnow()
-        if not self._renew(session, now):
+        if self.lease_lost:
             return False  # a lost lease writes nothing: the attempt that holds the job does
+        now = utcnow()
+        values = {**(progress or {}), **fields, "progress_at": now, "heartbeat_at": now}
+        if self.stats is not None:
+            values.update(self.stats())
+        if latest:
+            if self._latest_all is None:
+                self._latest_all = repository.latest_metrics(session, self.job_id)
+            self._latest_all.update(latest)
+            values["latest_metrics"] = dict(self._latest_all)
+        cancel = repository.report(session, self.job_id, self.attempt, values)
+        if cancel is None:  # gone, or (with an attempt) handed on by the sweep
+            if self.attempt is None:
+                self._cancel = True
+            else:
+                self._lose_lease()
+            return False
+        self._cancel = cancel
         rows = [{"job_id": self.job_id, "name": name, "step": step, "value": value,
                  "epoch": epoch} for (name, step), (value, epoch) in points.items()]
         if rows:
             repository.upsert_metric_points(session, rows)
-        job = session.get(Job, self.job_id)
-        if job is None:
-            self._cancel = True
-            return False
-        if latest:
-            job.latest_metrics = {**(job.latest_metrics or {}), **latest}
-        for key, value in (progress or {}).items():
-            setattr(job, key, value)
-        for key, value in fields.items():
-            setattr(job, key, value)
-        if self.stats is not None:
-            for key, value in self.stats().items():
-                setattr(job, key, value)
-        job.progress_at = job.heartbeat_at = now
-        self._cancel = bool(job.cancel_requested)
         if checkpoints:
             self._write_checkpoints(session, checkpoints)
         return True

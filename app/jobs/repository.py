@@ -44,7 +44,8 @@ JOB_OUT_COLUMNS = (
 
 # The JSON API reads plain tuples on an autocommit connection (db.read_only), no ORM objects.
 # The statements are built once: building a 25-column SELECT costs more than running it.
-_OUT = [Job.__table__.c[name] for name in JOB_OUT_COLUMNS]
+_JOBS = Job.__table__
+_OUT = [_JOBS.c[name] for name in JOB_OUT_COLUMNS]
 _JOB_ROW = select(*_OUT).where(Job.id == bindparam("job_id"))
 _COUNT_ALL = select(func.count(Job.id))
 _COUNT_BY_STATUS = _COUNT_ALL.where(Job.status == bindparam("status"))
@@ -329,6 +330,19 @@ def renew_lease(session: Session, job_id: int, attempt: int, now: datetime) -> b
     """Heartbeat of attempt `attempt`; False when the job no longer runs under it."""
     stmt = update(Job).where(*_held_by(job_id, attempt)).values(heartbeat_at=now)
     return session.execute(stmt).rowcount == 1
+
+
+def report(session: Session, job_id: int, attempt: int | None,
+           values: dict[str, Any]) -> bool | None:
+    """Set column `values` on a running job in one statement, fenced by `attempt` when given;
+    returns its cancel flag, or None when the job is gone or attempt no longer holds it."""
+    where = _held_by(job_id, attempt) if attempt is not None else (Job.id == job_id,)
+    stmt = update(_JOBS).where(*where).values(values).returning(_JOBS.c.cancel_requested)
+    return session.execute(stmt).scalar()
+
+
+def latest_metrics(session: Session, job_id: int) -> dict[str, float]:
+    return session.scalar(select(Job.latest_metrics).where(Job.id == job_id)) or {}
 
 
 def expired_leases(session: Session, cutoff: datetime) -> Sequence[Job]:

@@ -78,3 +78,75 @@ def test_a_hung_database_never_blocks_training(settings_env, data_dir):
     assert reporter.close(timeout=0.5) is False  # gives up instead of hanging the job
     assert time.monotonic() - started < 5
     release.set()
+
+
+class CountingDatabase:
+    """session_scope that counts the transactions the writer opens."""
+
+    def __init__(self):
+        self.calls = 0
+
+    @contextmanager
+    def __call__(self):
+        self.calls += 1
+        with session_scope() as session:
+            yield session
+
+
+def wait_for(condition, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_with_nothing_new_the_writer_only_heartbeats(settings_env, data_dir):
+    """Every write holds the interpreter lock the training loop needs: an idle reporter
+    writes once per idle_seconds, and anything reported goes out at the next flush."""
+    job_id = new_job()
+    counting = CountingDatabase()
+    reporter = DbReporter(job_id, counting, data_dir, flush_seconds=0.01,
+                          idle_seconds=0.4).start()
+    time.sleep(1.0)  # 100 flush ticks with nothing to write
+    assert 1 <= counting.calls <= 4
+    before = counting.calls
+    reporter.progress(7, 10, 0.7, 12.5, 1.0)
+    wait_for(lambda: counting.calls > before)
+    with session_scope() as session:
+        wait_for(lambda: session.get(Job, job_id, populate_existing=True).global_step == 7)
+        heartbeat = session.get(Job, job_id).heartbeat_at
+    time.sleep(0.6)
+    with session_scope() as session:
+        assert session.get(Job, job_id).heartbeat_at > heartbeat  # the idle heartbeat
+    assert reporter.close(timeout=5)
+
+
+def test_latest_metrics_keep_what_the_job_had(settings_env, data_dir):
+    """A resumed job starts with its earlier latest metrics; new values are merged in."""
+    job_id = new_job()
+    with session_scope() as session:
+        session.get(Job, job_id).latest_metrics = {"eval/accuracy": 0.7, "train/loss": 0.9}
+    reporter = DbReporter(job_id, session_scope, data_dir)
+    reporter.metrics(3, 0.3, {"train/loss": 0.5})
+    reporter.flush()
+    reporter.metrics(4, 0.4, {"train/learning_rate": 1e-5})
+    reporter.flush()
+    with session_scope() as session:
+        assert session.get(Job, job_id).latest_metrics == {
+            "eval/accuracy": 0.7, "train/loss": 0.5, "train/learning_rate": 1e-5}
+
+
+def test_the_cancel_flag_comes_back_with_the_write(settings_env, data_dir):
+    job_id = new_job()
+    reporter = DbReporter(job_id, session_scope, data_dir)
+    reporter.flush()
+    assert not reporter.cancel_requested
+    with session_scope() as session:
+        session.get(Job, job_id).cancel_requested = True
+    reporter.flush()
+    assert reporter.cancel_requested
+    with session_scope() as session:
+        session.delete(session.get(Job, job_id))
+    reporter = DbReporter(job_id, session_scope, data_dir)
+    reporter.flush()
+    assert reporter.cancel_requested  # a deleted job stops its run too
