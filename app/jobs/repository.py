@@ -5,7 +5,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, bindparam, func, or_, select, text, update
+from sqlalchemy import JSON, Select, Text, bindparam, cast, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.orm import Session
@@ -42,10 +42,15 @@ JOB_OUT_COLUMNS = (
     "error_traceback", "error_hint",
 )
 
-# The JSON API reads plain tuples on an autocommit connection (db.read_only), no ORM objects.
-# The statements are built once: building a 25-column SELECT costs more than running it.
+# The JSON API reads plain tuples on an autocommit connection (db.read_only), no ORM objects,
+# with the JSON columns as their stored text (service.raw_json passes it through instead of
+# parsing and re-serializing it). The statements are built once: building a 25-column SELECT
+# costs more than running it.
 _JOBS = Job.__table__
-_OUT = [_JOBS.c[name] for name in JOB_OUT_COLUMNS]
+JSON_AT = tuple(i for i, name in enumerate(JOB_OUT_COLUMNS)
+                if isinstance(_JOBS.c[name].type, JSON))
+_OUT = [cast(column, Text).label(column.name) if isinstance(column.type, JSON) else column
+        for column in (_JOBS.c[name] for name in JOB_OUT_COLUMNS)]
 _JOB_ROW = select(*_OUT).where(Job.id == bindparam("job_id"))
 _COUNT_ALL = select(func.count(Job.id))
 _COUNT_BY_STATUS = _COUNT_ALL.where(Job.status == bindparam("status"))
@@ -61,14 +66,14 @@ def _rows(by_status: bool) -> Select:
 
 
 def job_row(connection: Connection, job_id: int) -> Row | None:
-    """The JOB_OUT_COLUMNS of one job."""
+    """The JOB_OUT_COLUMNS of one job, its JSON columns (JSON_AT) as text."""
     return connection.execute(_JOB_ROW, {"job_id": job_id}).first()
 
 
 def list_job_rows(
     connection: Connection, *, status: str | None, offset: int, limit: int
 ) -> tuple[list[tuple], int]:
-    """list_jobs as JOB_OUT_COLUMNS tuples, and the total."""
+    """list_jobs as JOB_OUT_COLUMNS tuples (JSON columns as text), and the total."""
     rows = connection.execute(_ROWS_BY_STATUS if status else _ROWS_ALL,
                               {"status": status, "offset": offset, "limit": limit}).all()
     if not rows:  # past the last page (or no jobs): the total needs its own query

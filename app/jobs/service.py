@@ -11,7 +11,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from app.datasets.models import Dataset
-from app.db import utcnow
+from app.db import loads_json, utcnow
 from app.errors import Conflict, Invalid
 from app.jobs import repository
 from app.jobs.models import Job, JobStatus
@@ -114,7 +114,7 @@ def to_out(job: Job) -> JobOut:
 
 def job_json(connection: Connection, job_id: int) -> bytes | None:
     row = repository.job_row(connection, job_id)
-    return None if row is None else orjson.dumps(job_dict(row))
+    return None if row is None else orjson.dumps(_text_row_dict(row))
 
 
 def job_page_json(connection: Connection, *, status: str | None, page: int,
@@ -122,8 +122,30 @@ def job_page_json(connection: Connection, *, status: str | None, page: int,
     rows, total = repository.list_job_rows(
         connection, status=status, offset=(page - 1) * per_page, limit=per_page
     )
-    return orjson.dumps({"items": [job_dict(row) for row in rows], "total": total,
+    return orjson.dumps({"items": [_text_row_dict(row) for row in rows], "total": total,
                          "page": page, "per_page": per_page})
+
+
+def _text_row_dict(row: Sequence[Any]) -> dict[str, Any]:
+    """job_dict of a row whose JSON columns (repository.JSON_AT) are their stored text."""
+    values = list(row)
+    for i in repository.JSON_AT:
+        values[i] = raw_json(values[i])
+    return job_dict(values)
+
+
+def raw_json(stored: str | None) -> Any:
+    """A JSON column's stored text, for orjson to write as it is (orjson.Fragment).
+
+    SQL NULL and JSON null both become None (job_dict fills the defaults). Text with a NaN
+    or Infinity literal, which SQLite keeps when the stdlib wrote it (PostgreSQL's json type
+    refuses them) and which is not JSON, is parsed instead, so orjson writes those as null.
+    """
+    if stored is None or stored == "null":
+        return None
+    if "NaN" in stored or "Infinity" in stored:
+        return loads_json(stored)
+    return orjson.Fragment(stored)
 
 
 def metric_series(

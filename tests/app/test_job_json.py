@@ -131,6 +131,27 @@ def test_stored_nan_is_served_as_null(settings_env) -> None:
     assert orjson.loads(fast)["latest_metrics"] == {"train/loss": None}
 
 
+def test_json_columns_pass_through_as_stored_text(database) -> None:
+    """The JSON columns are read as text and written out as they are, except text with a
+    NaN/Infinity literal (parsed, so it becomes null) and JSON null (the defaults apply)."""
+    odd = {**SPEC, "name": "NaN-Infinity run", "training": {"note": "ünïcode \"quoted\"",
+                                                            "values": [1e-300, -0.0, 2**53]}}
+    ids = [make_job(JobStatus.running, spec=odd, latest_metrics={"train/loss": 1e308}),
+           make_job(JobStatus.queued)]
+    with session_scope() as session:
+        session.execute(text("UPDATE jobs SET latest_metrics = 'null', info = 'null' "
+                             "WHERE id = :id"), {"id": ids[1]})
+    for job_id in ids:
+        fast = read_only(lambda c, job_id=job_id: service.job_json(c, job_id))
+        assert orjson.loads(fast) == pydantic_job(job_id)
+    served = orjson.loads(read_only(lambda c: service.job_json(c, ids[1])))
+    assert served["latest_metrics"] == {} and served["info"] == []
+    assert service.raw_json(None) is None and service.raw_json("null") is None
+    assert isinstance(service.raw_json('{"a": 1}'), orjson.Fragment)
+    nan = service.raw_json('{"a": NaN, "b": -Infinity}')
+    assert orjson.loads(orjson.dumps(nan)) == {"a": None, "b": None}
+
+
 ON_POSTGRES = pytest.mark.parametrize("database", ["postgresql"], indirect=True)
 
 
