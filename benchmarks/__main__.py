@@ -36,7 +36,7 @@ BENCHMARKS: dict[str, tuple[str, Callable[[bool], list[Row]]]] = {
     "P6": ("submit -> task start", submit.run),
     "P2": ("dynamic padding", lambda quick: padding.run(4 if quick else 8)),
     "P1": ("overhead against the plain recipe",
-           lambda quick: overhead.run(runs=2 if quick else 4, train_rows=128 if quick else 256)),
+           lambda quick: overhead.run(runs=2 if quick else 6, train_rows=128 if quick else 256)),
 }
 ORDER = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8")
 RESULTS = REPO / "benchmarks" / "results.json"
@@ -46,10 +46,10 @@ SETUPS = """## How each is measured
   tunedeck job run by `worker.runner.run_job` (claim, StreamingCallback, DbReporter writing to
   SQLite every 0.25 s, predictions, final model): all-MiniLM-L6-v2 on the first 256 MRPC train
   rows, 1 epoch, batch 16, max_length 128, lr 1e-4, seed 42, the spec's defaults (length-grouped
-  batches) in both arms, evaluated on the 408 validation rows; both arms in one process, a
-  plain warm-up run not counted, then 4 runs per arm in ABBA order; the value is the median of
-  the tunedeck / plain ratios of the 4 adjacent pairs (the machine's speed drifts by several
-  percent within a minute). Torch on cores - 1 threads (with one thread per core any other
+  batches) in both arms, evaluated on the first 128 validation rows; both arms in one process,
+  a plain warm-up run not counted, then 6 runs per arm in ABBA order; the value is the median
+  of the tunedeck / plain ratios of the 6 adjacent pairs (the machine's speed drifts by several
+  percent within a minute, and single runs of the same code differ by up to 3%). Torch on cores - 1 threads (with one thread per core any other
   runnable thread stalls torch's OpenMP barrier: 2 threads trained 3x slower than 1 on this
   machine). On so small a subset both arms still predict the majority class; the equal eval
   loss is the sharper check that they trained the same model.

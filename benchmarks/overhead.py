@@ -13,7 +13,7 @@ minute, which a ratio of two runs seconds apart mostly cancels. Trainer.train is
 process CPU seconds (all threads, so tunedeck's writer thread counts). Both arms must reach the
 same eval accuracy.
 
-    .venv/bin/python -m benchmarks.overhead [--runs 4] [--train-rows 256]
+    .venv/bin/python -m benchmarks.overhead [--runs 6] [--train-rows 256]
 """
 from __future__ import annotations
 
@@ -132,7 +132,7 @@ def default_threads() -> int:
     return max(1, (os.cpu_count() or 2) - 1)
 
 
-def run(runs: int = 4, train_rows: int = 256, eval_rows: int = 408,
+def run(runs: int = 6, train_rows: int = 256, eval_rows: int = 128,
         threads: int | None = None) -> list[Row]:
     from benchmarks.plain_recipe import subset_files
 
@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--arms", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads for both arms (default: cores - 1)")
-    parser.add_argument("--runs", type=int, default=4, help="runs of each arm")
+    parser.add_argument("--runs", type=int, default=6, help="runs of each arm")
     parser.add_argument("--train-rows", type=int, default=256)
     args = parser.parse_args(argv)
     if args.arms:
