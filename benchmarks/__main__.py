@@ -44,15 +44,16 @@ SETUPS = """## How each is measured
 
 - **P1** `benchmarks/plain_recipe.py` (the recipe of DESIGN.md as a plain script) against a
   tunedeck job run by `worker.runner.run_job` (claim, StreamingCallback, DbReporter writing to
-  SQLite every 0.25 s, predictions, final model): all-MiniLM-L6-v2 on the first 256 MRPC train
-  rows, 1 epoch, batch 16, max_length 128, lr 1e-4, seed 42, the spec's defaults (length-grouped
-  batches) in both arms, evaluated on the first 128 validation rows; both arms in one process,
-  a plain warm-up run not counted, then 6 runs per arm in ABBA order; the value is the median
-  of the tunedeck / plain ratios of the 6 adjacent pairs (the machine's speed drifts by several
-  percent within a minute, and single runs of the same code differ by up to 3%). Torch on cores - 1 threads (with one thread per core any other
-  runnable thread stalls torch's OpenMP barrier: 2 threads trained 3x slower than 1 on this
-  machine). On so small a subset both arms still predict the majority class; the equal eval
-  loss is the sharper check that they trained the same model.
+  SQLite every 0.25 s while it has news, predictions, final model): all-MiniLM-L6-v2 on the
+  first 256 MRPC train rows, 1 epoch, batch 16, max_length 128, lr 1e-4, seed 42, the spec's
+  defaults (length-grouped batches) in both arms, evaluated on the first 128 validation rows;
+  both arms in one process, a plain warm-up run not counted, then 6 runs per arm in ABBA order;
+  the value is the median of the tunedeck / plain ratios of the 6 adjacent pairs (the
+  machine's speed drifts within a minute, and single runs of the same code differ by up to 4%).
+  Torch on cores - 1 threads (with one thread per core any other runnable thread stalls torch's
+  OpenMP barrier: 2 threads trained 3x slower than 1 on this machine). On so small a subset
+  both arms still predict the majority class; the equal eval loss is the sharper check that
+  they trained the same model.
 - **P2** Tokens fed to the model in one epoch of the MRPC train split, padding included, and
   forward + backward time per batch, the three ways interleaved. Dynamic padding pads each
   batch to its longest row; on MRPC a random batch of 16 is padded to 1.4x its mean length
