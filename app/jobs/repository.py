@@ -339,8 +339,9 @@ def renew_lease(session: Session, job_id: int, attempt: int, now: datetime) -> b
 
 def report(session: Session, job_id: int, attempt: int | None,
            values: dict[str, Any]) -> bool | None:
-    """Set column `values` on a running job in one statement, fenced by `attempt` when given;
-    returns its cancel flag, or None when the job is gone or attempt no longer holds it."""
+    """Set column `values` on the job in one statement, fenced by `attempt` when given (the job
+    must still run under it); returns its cancel flag, or None when the job is gone or the
+    attempt no longer holds it."""
     where = _held_by(job_id, attempt) if attempt is not None else (Job.id == job_id,)
     stmt = update(_JOBS).where(*where).values(values).returning(_JOBS.c.cancel_requested)
     return session.execute(stmt).scalar()
