@@ -3,9 +3,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import JSON, Select, Text, bindparam, cast, func, or_, select, text, update
+from sqlalchemy import (
+    JSON,
+    Select,
+    Text,
+    TextClause,
+    bindparam,
+    cast,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.orm import Session
@@ -46,7 +59,7 @@ JOB_OUT_COLUMNS = (
 # with the JSON columns as their stored text (service.raw_json passes it through instead of
 # parsing and re-serializing it). The statements are built once: building a 25-column SELECT
 # costs more than running it.
-_JOBS = Job.__table__
+_JOBS, _POINTS = Job.__table__, MetricPoint.__table__
 JSON_AT = tuple(i for i, name in enumerate(JOB_OUT_COLUMNS)
                 if isinstance(_JOBS.c[name].type, JSON))
 _OUT = [cast(column, Text).label(column.name) if isinstance(column.type, JSON) else column
@@ -185,16 +198,22 @@ def _insert_for(session: Session):
 UPSERT_CHUNK = 1000
 
 
+@lru_cache
+def _upsert_points(dialect: str):
+    """INSERT ... ON CONFLICT for metric points, built once: the worker's writer thread runs
+    it with every flush that carries points, on the interpreter lock training needs."""
+    stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(_POINTS)
+    return stmt.on_conflict_do_update(
+        index_elements=["job_id", "name", "step"],
+        set_={"value": stmt.excluded.value, "epoch": stmt.excluded.epoch},
+    )
+
+
 def upsert_metric_points(session: Session, rows: list[dict]) -> None:
     """Insert points; a point that exists for (job, name, step) takes the new value."""
-    insert = _insert_for(session)
+    stmt = _upsert_points(session.get_bind().dialect.name)
     for start in range(0, len(rows), UPSERT_CHUNK):
-        stmt = insert(MetricPoint).values(rows[start:start + UPSERT_CHUNK])
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["job_id", "name", "step"],
-            set_={"value": stmt.excluded.value, "epoch": stmt.excluded.epoch},
-        )
-        session.execute(stmt)
+        session.execute(stmt, rows[start:start + UPSERT_CHUNK])
     for job_id in {row["job_id"] for row in rows}:
         mine = [row for row in rows if row["job_id"] == job_id]
         steps = [row["step"] for row in mine]
@@ -240,10 +259,16 @@ _DROP_TILES = ("DELETE FROM metric_tiles WHERE job_id = :job_id AND level = :lev
                "AND tile >= :first AND tile <= :last")
 
 
-def _statement(sql: str, names: list[str] | None):
-    if names is None:
-        return text(sql)
-    return text(sql + " AND name IN :names").bindparams(bindparam("names", expanding=True))
+@lru_cache
+def _tile_statements(level: int, by_name: bool) -> tuple[TextClause, TextClause]:
+    """(drop, merge) for one level, built once (see _upsert_points)."""
+    children = _POINT_CHILDREN if level == 0 else _TILE_CHILDREN
+    drop, merge = _DROP_TILES, _MERGE_TILES.format(level=level, children=children + (
+        " AND name IN :names" if by_name else ""))
+    if not by_name:
+        return text(drop), text(merge)
+    return (text(drop + " AND name IN :names").bindparams(bindparam("names", expanding=True)),
+            text(merge).bindparams(bindparam("names", expanding=True)))
 
 
 def refresh_metric_tiles(session: Session, job_id: int, lo_step: int, hi_step: int,
@@ -251,16 +276,11 @@ def refresh_metric_tiles(session: Session, job_id: int, lo_step: int, hi_step: i
     """Recompute every level's tiles over steps lo_step..hi_step (of `names`, else all)."""
     for level, width in enumerate(TILE_WIDTHS):
         first, last = lo_step // width, hi_step // width
-        children = _POINT_CHILDREN if level == 0 else _TILE_CHILDREN
-        if names is not None:
-            children += " AND name IN :names"
         params = {"job_id": job_id, "level": level, "child": level - 1, "first": first,
                   "last": last, "lo": first * TILE_FANOUT, "hi": (last + 1) * TILE_FANOUT,
                   **({"names": names} if names is not None else {})}
-        session.execute(_statement(_DROP_TILES, names), params)
-        merge = text(_MERGE_TILES.format(level=level, children=children))
-        if names is not None:
-            merge = merge.bindparams(bindparam("names", expanding=True))
+        drop, merge = _tile_statements(level, names is not None)
+        session.execute(drop, params)
         session.execute(merge, params)
 
 
