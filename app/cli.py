@@ -63,14 +63,25 @@ def _start_embedded_worker() -> subprocess.Popen:
                              "--exit-with-parent", str(os.getpid())], start_new_session=True)
 
 
-def _exit_with_parent(parent: int, interval: float = 1.0) -> None:
-    """Cold-stop this worker (SIGQUIT) once the `serve` that started it is gone, even killed."""
+def _exit_with_parent(parent: int, interval: float = 1.0, grace: float = 10.0) -> None:
+    """Stop this worker once the `serve` that started it is gone, even killed: a cold stop
+    (SIGQUIT), once more after `grace` seconds, then SIGKILL to its process group.
+
+    A SIGQUIT that lands while Celery is still starting can be lost (seen: serve killed 5 s
+    after start on a loaded machine left the worker running, ready, for good), so the watch
+    repeats it and ends with a kill; a job it was running resumes from its last checkpoint.
+    """
 
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(interval)
-        os.kill(os.getpid(), signal.SIGQUIT)
+        for _ in range(2):
+            os.kill(os.getpid(), signal.SIGQUIT)
+            time.sleep(grace)
+        os.killpg(os.getpid(), signal.SIGKILL)  # the pool's child too: see below
 
+    if os.getpgrp() != os.getpid():  # serve starts it in a session of its own already
+        os.setpgid(0, 0)
     threading.Thread(target=watch, daemon=True, name="parent-watch").start()
 
 

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import os
+import shlex
 import signal
+import subprocess
+import sys
 import time
 
 import httpx
@@ -31,6 +34,26 @@ def test_worker_stops_with_serve(live_server, sig):
     time.sleep(3)  # let the worker finish starting
     os.kill(live_server.process.pid, sig)
     assert wait_gone(worker, 45), f"embedded worker outlived serve after {sig.name}"
+
+
+def test_a_worker_whose_serve_died_while_it_started_stops(settings_env, tmp_path):
+    """serve is gone before Celery has installed its signal handlers, where a SIGQUIT can be
+    lost: the parent watch repeats it, then kills, so no worker is left behind."""
+    from tests.fixtures import REPO, child_env
+
+    log = tmp_path / "worker.log"
+    worker_cmd = shlex.join([sys.executable, "-m", "app.cli", "worker", "--no-migrate"])
+    script = f"{worker_cmd} --exit-with-parent $$ > {shlex.quote(str(log))} 2>&1 & echo $!"
+    started = subprocess.run(  # the shell (the worker's parent) exits at once
+        ["bash", "-c", script],
+        cwd=REPO, env=child_env(settings_env), capture_output=True, text=True, timeout=30,
+        check=True)
+    worker = psutil.Process(int(started.stdout.split()[-1]))
+    try:
+        assert wait_gone(worker, 45), f"orphaned worker kept running:\n{log.read_text()}"
+    finally:
+        for process in [worker, *worker.children(recursive=True)] if worker.is_running() else []:
+            process.kill()
 
 
 def test_serve_runs_several_web_processes(settings_env, tmp_path):
