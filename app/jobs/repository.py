@@ -199,10 +199,11 @@ UPSERT_CHUNK = 1000
 
 
 @lru_cache
-def _upsert_points(dialect: str):
-    """INSERT ... ON CONFLICT for metric points, built once: the worker's writer thread runs
-    it with every flush that carries points, on the interpreter lock training needs."""
-    stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(_POINTS)
+def _upsert_points(insert):
+    """INSERT ... ON CONFLICT for metric points (`insert` from _insert_for), built once: the
+    worker's writer thread runs it with every flush that carries points, on the interpreter
+    lock training needs."""
+    stmt = insert(_POINTS)
     return stmt.on_conflict_do_update(
         index_elements=["job_id", "name", "step"],
         set_={"value": stmt.excluded.value, "epoch": stmt.excluded.epoch},
@@ -211,7 +212,7 @@ def _upsert_points(dialect: str):
 
 def upsert_metric_points(session: Session, rows: list[dict]) -> None:
     """Insert points; a point that exists for (job, name, step) takes the new value."""
-    stmt = _upsert_points(session.get_bind().dialect.name)
+    stmt = _upsert_points(_insert_for(session))
     for start in range(0, len(rows), UPSERT_CHUNK):
         session.execute(stmt, rows[start:start + UPSERT_CHUNK])
     for job_id in {row["job_id"] for row in rows}:
@@ -262,13 +263,13 @@ _DROP_TILES = ("DELETE FROM metric_tiles WHERE job_id = :job_id AND level = :lev
 @lru_cache
 def _tile_statements(level: int, by_name: bool) -> tuple[TextClause, TextClause]:
     """(drop, merge) for one level, built once (see _upsert_points)."""
-    children = _POINT_CHILDREN if level == 0 else _TILE_CHILDREN
-    drop, merge = _DROP_TILES, _MERGE_TILES.format(level=level, children=children + (
-        " AND name IN :names" if by_name else ""))
-    if not by_name:
-        return text(drop), text(merge)
-    return (text(drop + " AND name IN :names").bindparams(bindparam("names", expanding=True)),
-            text(merge).bindparams(bindparam("names", expanding=True)))
+    by_names = " AND name IN :names" if by_name else ""
+    children = (_POINT_CHILDREN if level == 0 else _TILE_CHILDREN) + by_names
+    drop = text(_DROP_TILES + by_names)
+    merge = text(_MERGE_TILES.format(level=level, children=children))
+    if by_name:
+        drop, merge = (s.bindparams(bindparam("names", expanding=True)) for s in (drop, merge))
+    return drop, merge
 
 
 def refresh_metric_tiles(session: Session, job_id: int, lo_step: int, hi_step: int,
