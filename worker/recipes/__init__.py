@@ -1,0 +1,1 @@
+"""One module per task (worker/recipes/base.py describes the seam)."""
