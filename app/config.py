@@ -21,6 +21,8 @@ class Settings(BaseSettings):
     api_tokens: SecretStr = Field(default=SecretStr(""), description="comma-separated tokens")
     secret_key: SecretStr | None = Field(default=None, description="signs session cookies")
     max_upload_mb: int = 200
+    # With auth on, a spec may name local datasets and models only under these (app/paths.py).
+    local_roots: str = Field(default="", description="comma-separated directories")
     heartbeat_seconds: float = 5.0
     lease_timeout_seconds: float = 60.0
     max_restarts: int = 3
@@ -45,6 +47,12 @@ class Settings(BaseSettings):
 
     def job_dir(self, job_id: int) -> Path:
         return self.jobs_dir / str(job_id)
+
+    @property
+    def local_root_paths(self) -> list[Path]:
+        """TUNEDECK_LOCAL_ROOTS, each resolved (symlinks and .. followed)."""
+        return [Path(p.strip()).expanduser().resolve() for p in self.local_roots.split(",")
+                if p.strip()]
 
     @property
     def token_list(self) -> list[str]:

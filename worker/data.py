@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import codecs
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,10 @@ EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "json", ".json": "json",
               ".parquet": "parquet"}
 TEXT_FORMATS = {"csv", "json"}  # datasets' builders; TSV is csv with a tab delimiter
 CHUNK_BYTES = 1 << 20
+# Messages name columns, splits and counts, never cell values; other text they echo is capped.
+SHOWN_CHARS = 200
+SHOWN_COLUMNS = 30
+ROW_ECHO = re.compile(r"(Expected \d+ columns?, got \d+)\s*:.*", re.DOTALL)
 
 
 class DataError(ValueError):
@@ -128,16 +133,28 @@ def load_split(source: Source, split: str) -> Dataset:
     except DatasetGenerationError as exc:
         cause = exc.__cause__ or exc.__context__ or exc
         raise DataError(f"could not read the {split} split{_files_of(source, split)}: "
-                        f"{type(cause).__name__}: {cause}") from exc
+                        f"{type(cause).__name__}: {parser_message(cause)}") from None
     except ValueError as exc:
         if "Unknown split" in str(exc) or "Bad split" in str(exc):
-            raise DataError(f"split {split!r} not found: {exc}") from exc
+            raise DataError(f"split {capped(split)!r} not found: {capped(str(exc))}") from exc
         if "corresponds to no data" in str(exc):
             raise DataError(f"the {split} split is empty{_files_of(source, split)}") from exc
         raise
     if len(dataset) == 0:
         raise DataError(f"the {split} split is empty{_files_of(source, split)}")
     return dataset
+
+
+def capped(text: str, limit: int = SHOWN_CHARS) -> str:
+    """User-controlled text as a message may echo it: at most `limit` characters."""
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def parser_message(cause: BaseException) -> str:
+    """A parser's error without the row it quotes (pyarrow's CSV reader echoes the whole
+    line: `Expected 2 columns, got 3: <the row>`), capped."""
+    message = ROW_ECHO.sub(r"\1", str(cause))
+    return capped(message)
 
 
 def _file_of(source: Source, split: str) -> Path | None:
@@ -162,8 +179,10 @@ def _from_disk(path: Path, split: str) -> Dataset:
 def check_columns(dataset: Dataset, split: str, columns: list[str]) -> None:
     missing = [c for c in columns if c not in dataset.column_names]
     if missing:
-        names = ", ".join(repr(c) for c in missing)
-        have = ", ".join(dataset.column_names)
+        names = ", ".join(repr(capped(c)) for c in missing)
+        have = ", ".join(capped(c) for c in dataset.column_names[:SHOWN_COLUMNS])
+        more = len(dataset.column_names) - SHOWN_COLUMNS
+        have += f" and {more} more" if more > 0 else ""
         raise DataError(f"column {names} not found in the {split} split; columns are: {have}")
 
 
@@ -197,9 +216,9 @@ def labels_from(train: Dataset, label_field: str) -> Labels:
     if not present:
         raise DataError(f"label column {label_field!r} has no values in the train split")
     if len(present) < 2:
-        only = ", ".join(repr(v) for v in present)
-        raise DataError(f"label column {label_field!r} has a single value ({only}) in the train "
-                        "split; classification needs at least two classes")
+        # The value itself is not shown: messages never echo data (it may be a secret).
+        raise DataError(f"label column {label_field!r} has a single value in all {len(train)} "
+                        "rows of the train split; classification needs at least two classes")
     return labels
 
 
@@ -212,11 +231,13 @@ def unlabeled(dataset: Dataset, label_field: str, labels: Labels) -> bool:
 
 
 def encode_labels(dataset: Dataset, split: str, label_field: str, labels: Labels) -> Dataset:
-    unknown = {v for v in dataset[label_field] if v not in labels.to_id}
+    values = dataset[label_field]
+    unknown = {v for v in values if v not in labels.to_id}
     if unknown:
-        shown = ", ".join(repr(v) for v in sorted(unknown, key=str)[:5])
-        raise DataError(f"label value(s) {shown} in the {split} split do not occur in the train "
-                        f"split (labels: {', '.join(labels.names)})")
+        rows = sum(1 for v in values if v in unknown)
+        raise DataError(f"label column {label_field!r}: {len(unknown)} value(s) in {rows} row(s) "
+                        f"of the {split} split do not occur in the train split (which has "
+                        f"{len(labels.names)} labels)")
     mapping = labels.to_id
     return dataset.map(lambda batch: {"labels": [mapping[v] for v in batch[label_field]]},
                        batched=True, desc=f"encode {split} labels")

@@ -4,6 +4,7 @@ No Celery import: worker/tasks.py calls run_job; tests can call it directly too.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import socket
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from sqlalchemy import update
 
+from app import paths
 from app.config import Settings, get_settings
 from app.datasets.models import Dataset
 from app.db import session_scope, utcnow
@@ -51,7 +53,16 @@ def claim(job_id: int, worker_id: str) -> int | None:
         return job.attempts
 
 
+def confined(spec: dict, settings: Settings) -> dict:
+    """The spec with its local paths absolute; OutsideLocalRoots when auth is on and one
+    lies outside TUNEDECK_LOCAL_ROOTS (the same check as at submit, app/paths.py)."""
+    with session_scope() as session:
+        roots = paths.allowed_roots(session, settings)
+    return paths.confine(spec, roots)
+
+
 def source_for(spec: dict) -> D.Source:
+    """How to load the spec's dataset; local paths must have been through confined()."""
     ds = spec["dataset"]
     if ds["source"] == "local":
         return D.local_source(Path(ds["path"]).expanduser())
@@ -62,7 +73,7 @@ def source_for(spec: dict) -> D.Source:
                 raise D.DataError(f"uploaded dataset {ds['path']!r} no longer exists")
             path = Path(row.path)
             path = path if path.is_absolute() else get_settings().data_dir / path
-            return D.upload_source(str(path), row.format)
+            return D.upload_source(str(path.resolve()), row.format)
     return D.Source(ds["path"], ds.get("config"))
 
 
@@ -100,7 +111,7 @@ def run_job(job_id: int, worker_id: str | None = None, settings: Settings | None
     if attempt is None:
         log.info("job %s is not queued (already taken, finished or cancelled); skipping", job_id)
         return "skipped"
-    job_dir = settings.job_dir(job_id)
+    job_dir = settings.job_dir(job_id).resolve()  # absolute: training runs inside it
     resume = latest_checkpoint(job_dir / "output")
     spec = _begin_attempt(job_id, attempt, resume, settings.data_dir)
     stats = gpu.GpuStats()
@@ -108,8 +119,14 @@ def run_job(job_id: int, worker_id: str | None = None, settings: Settings | None
                           stats=stats.snapshot, attempt=attempt,
                           lease_timeout=settings.lease_timeout_seconds).start()
     try:
-        outcome = train(spec, source_for(spec), job_dir, reporter,
-                        resume_from=str(resume) if resume else None)
+        spec = confined(spec, settings)  # before anything is opened
+        source = source_for(spec)
+        job_dir.mkdir(parents=True, exist_ok=True)
+        # The job dir as cwd: nothing planted in the worker's own cwd (./accuracy/accuracy.py
+        # for evaluate.load, a ./glue folder for load_dataset) is picked up by a job.
+        with contextlib.chdir(job_dir):
+            outcome = train(spec, source, job_dir, reporter,
+                            resume_from=str(resume) if resume else None)
     except BaseException as exc:  # every failure is recorded on the job
         reporter.close()
         status = _fail(job_id, attempt, exc, reporter)

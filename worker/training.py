@@ -104,13 +104,40 @@ def head_notice(model_name: str, loading_info: dict) -> list[str]:
              f"{shown}. This is expected: this job trains the new classification head.")]
 
 
+def mismatch_notice(model_name: str, loading_info: dict) -> list[str]:
+    """Which weights ignore_mismatched_sizes re-initialised, with the shapes that differed."""
+    mismatched = sorted(loading_info.get("mismatched_keys") or [])
+    if not mismatched:
+        return []
+    shown = ", ".join(f"{key} ({_shape(old)} -> {_shape(new)})"
+                      for key, old, new in mismatched[:6])
+    more = " ..." if len(mismatched) > 6 else ""
+    return [(f"ignore_mismatched_sizes: weights of {model_name} whose shapes differ from this "
+             f"job's model were re-initialised: {shown}{more}.")]
+
+
+def _shape(size) -> str:
+    return "x".join(str(n) for n in size)
+
+
 def build_model(spec: dict, labels: D.Labels):
     # fp32 master weights whatever the checkpoint stores: transformers 5 would otherwise load
     # an fp16 checkpoint as fp16, which AMP's gradient scaler refuses, and bf16 as pure bf16.
-    model, info = AutoModelForSequenceClassification.from_pretrained(
-        spec["model"], num_labels=len(labels.names), id2label=labels.id2label,
-        label2id=labels.label2id, output_loading_info=True, dtype=torch.float32)
-    return model, head_notice(spec["model"], info)
+    ignore = bool(spec.get("ignore_mismatched_sizes"))
+    try:
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            spec["model"], num_labels=len(labels.names), id2label=labels.id2label,
+            label2id=labels.label2id, output_loading_info=True, dtype=torch.float32,
+            ignore_mismatched_sizes=ignore)
+    except RuntimeError as exc:
+        if "ignore_mismatched_sizes" not in str(exc):
+            raise
+        raise D.DataError(
+            f"{spec['model']} has weights whose shapes differ from this job's model (a "
+            f"classification head for another label count: this data has {len(labels.names)} "
+            "labels); set ignore_mismatched_sizes: true in the spec to re-initialise them"
+        ) from exc
+    return model, head_notice(spec["model"], info) + mismatch_notice(spec["model"], info)
 
 
 def train(spec: dict, source: D.Source, job_dir: Path, reporter: Reporter,

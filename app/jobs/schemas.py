@@ -6,7 +6,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from app.jobs.training_args import RESERVED_TRAINING_KEYS, TRAINING_ARGUMENT_NAMES
+from app.jobs.training_args import (
+    REFUSED_TRAINING_KEYS,
+    RESERVED_TRAINING_KEYS,
+    TRAINING_ARGUMENT_NAMES,
+)
 
 SCHEDULERS = (
     "linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
@@ -75,7 +79,12 @@ class TrainingSpec(BaseModel):
 
     @model_validator(mode="after")
     def _known_extras(self) -> TrainingSpec:
-        for key in self.model_extra or {}:
+        for key, value in (self.model_extra or {}).items():
+            if key in REFUSED_TRAINING_KEYS:
+                raise ValueError(f"training.{key} is refused: {REFUSED_TRAINING_KEYS[key]}")
+            if key == "accelerator_config" and not isinstance(value, dict | None):
+                raise ValueError("training.accelerator_config must be a mapping (a file path "
+                                 "would be read on the worker)")
             if key in RESERVED_TRAINING_KEYS:
                 raise ValueError(f"training.{key} is set by tunedeck and cannot be given")
             if key not in TRAINING_ARGUMENT_NAMES:
@@ -95,6 +104,9 @@ class JobSpec(BaseModel):
     max_length: int = Field(default=128, ge=8, le=8192)
     metrics: list[MetricName] = Field(default_factory=lambda: ["accuracy", "f1"])
     training: TrainingSpec = Field(default_factory=TrainingSpec)
+    # Start from a checkpoint whose head (or other weights) has other shapes, e.g. a classifier
+    # trained with another label count: those weights are re-initialised, with a job notice.
+    ignore_mismatched_sizes: bool = False
 
     def display_name(self) -> str:
         if self.name:

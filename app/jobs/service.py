@@ -10,6 +10,8 @@ import orjson
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
+from app import paths
+from app.config import Settings, get_settings
 from app.datasets.models import Dataset
 from app.db import loads_json, utcnow
 from app.errors import Conflict, Invalid
@@ -27,9 +29,10 @@ from app.jobs.schemas import (
 )
 
 
-def create_job(session: Session, spec: JobSpec) -> Job:
+def create_job(session: Session, spec: JobSpec, settings: Settings | None = None) -> Job:
     if spec.dataset.source == "upload" and session.get(Dataset, spec.dataset.path) is None:
         raise Invalid("dataset.path", f"no uploaded dataset with id {spec.dataset.path!r}")
+    paths.confine(spec.model_dump(), paths.allowed_roots(session, settings or get_settings()))
     job = Job(
         name=spec.display_name(),
         spec=spec.model_dump(mode="json"),

@@ -124,3 +124,28 @@ RESERVED_TRAINING_KEYS: frozenset[str] = frozenset({
     "output_dir", "report_to", "disable_tqdm", "do_train", "do_eval", "do_predict",
     "resume_from_checkpoint", "local_rank", "deepspeed", "fsdp", "fsdp_config",
 })
+
+# Keys that would make a job reach outside the worker: upload somewhere or read a file the
+# spec names. A token lets its holder train models, not publish them or read the worker's
+# files (TUNEDECK_LOCAL_ROOTS confines the dataset and model paths the same way), so the
+# spec refuses them (422 naming the key); a controlled push comes with the export work.
+#   push_to_hub, hub_model_id, hub_token, hub_strategy, hub_private_repo, hub_always_push,
+#   hub_revision: push checkpoints to a Hub repo with a token the spec carries or the worker
+#   holds.
+#   trackio_space_id, trackio_bucket_id, trackio_static_space_id: Hub Spaces and buckets
+#   trackio uploads metrics to; inert while report_to is tunedeck's "none", refused so a
+#   later reporter cannot turn them on unseen. (`project`, trackio's project name, names
+#   nothing outside and stays allowed.)
+# accelerator_config is allowed as a mapping only: a string is a JSON file path the worker
+# would read (schemas.TrainingSpec checks that). report_to, deepspeed and fsdp_config (a
+# config file path) are reserved above.
+REFUSED_TRAINING_KEYS: dict[str, str] = {
+    **dict.fromkeys(
+        ("push_to_hub", "hub_model_id", "hub_token", "hub_strategy", "hub_private_repo",
+         "hub_always_push", "hub_revision"),
+        "pushes to the Hugging Face Hub; tunedeck jobs do not upload (download the "
+        "checkpoint and push it yourself)"),
+    **dict.fromkeys(
+        ("trackio_space_id", "trackio_bucket_id", "trackio_static_space_id"),
+        "names a Hub Space or bucket that trackio would upload metrics to"),
+}

@@ -33,7 +33,7 @@ CASES = {
     "missing text column": ({"train.jsonl": GOOD}, {"text_fields": ["review"]},
                             "column 'review' not found in the train split"),
     "one class": ({"train.jsonl": jsonl([{"text": "good", "label": 1}] * 6)}, {},
-                  ("label column 'label' has a single value (1) in the train split; "
+                  ("label column 'label' has a single value in all 6 rows of the train split; "
                   "classification needs at least two classes")),
     "no labels at all": ({"train.jsonl": jsonl([{"text": "good", "label": None}] * 4)}, {},
                          "label column 'label' has no values in the train split"),
@@ -48,7 +48,8 @@ CASES = {
     "eval label unseen in train": (
         {"train.jsonl": GOOD, "validation.jsonl": jsonl([{"text": "so so", "label": 7}])},
         {"eval_split": "validation"},
-        "label value(s) 7 in the validation split do not occur in the train split"),
+        ("label column 'label': 1 value(s) in 1 row(s) of the validation split do not occur "
+         "in the train split (which has 2 labels)")),
     "unknown split": ({"train.jsonl": GOOD}, {"eval_split": "validation"},
                       "split 'validation' not found"),
 }
