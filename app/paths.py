@@ -34,9 +34,16 @@ def allowed_roots(db: Session | Connection, settings: Settings) -> list[Path] | 
 
 
 def local_path(name: str) -> Path | None:
-    """The existing file or folder a Hub-or-local name resolves to; None for a Hub id."""
+    """The file or folder a Hub-or-local name resolves to; None for a Hub id.
+
+    Local: it exists here, or it cannot be a Hub id (`owner/name` is never absolute, never
+    starts with `~` or `.`, never holds `..`), so it could only be read from some disk: the
+    worker, whose working directory is the job dir, might find `x/../..` where this process
+    does not.
+    """
     path = Path(name).expanduser()
-    return path.resolve() if path.exists() else None
+    not_hub = name.startswith(("/", "~", ".")) or ".." in Path(name).parts
+    return path.resolve() if not_hub or path.exists() else None
 
 
 def spec_paths(spec: dict[str, Any]) -> dict[str, Path]:

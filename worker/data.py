@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import codecs
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,6 @@ CHUNK_BYTES = 1 << 20
 # Messages name columns, splits and counts, never cell values; other text they echo is capped.
 SHOWN_CHARS = 200
 SHOWN_COLUMNS = 30
-ROW_ECHO = re.compile(r"(Expected \d+ columns?, got \d+)\s*:.*", re.DOTALL)
 
 
 class DataError(ValueError):
@@ -133,7 +131,7 @@ def load_split(source: Source, split: str) -> Dataset:
     except DatasetGenerationError as exc:
         cause = exc.__cause__ or exc.__context__ or exc
         raise DataError(f"could not read the {split} split{_files_of(source, split)}: "
-                        f"{type(cause).__name__}: {parser_message(cause)}") from None
+                        f"{type(cause).__name__}: {capped(str(cause))}") from exc
     except ValueError as exc:
         if "Unknown split" in str(exc) or "Bad split" in str(exc):
             raise DataError(f"split {capped(split)!r} not found: {capped(str(exc))}") from exc
@@ -148,13 +146,6 @@ def load_split(source: Source, split: str) -> Dataset:
 def capped(text: str, limit: int = SHOWN_CHARS) -> str:
     """User-controlled text as a message may echo it: at most `limit` characters."""
     return text if len(text) <= limit else text[:limit] + "..."
-
-
-def parser_message(cause: BaseException) -> str:
-    """A parser's error without the row it quotes (pyarrow's CSV reader echoes the whole
-    line: `Expected 2 columns, got 3: <the row>`), capped."""
-    message = ROW_ECHO.sub(r"\1", str(cause))
-    return capped(message)
 
 
 def _file_of(source: Source, split: str) -> Path | None:

@@ -8,7 +8,7 @@ from app.jobs.models import Checkpoint, Job, JobStatus, MetricPoint, Prediction
 
 SPEC = {
     "model": "tiny", "task": "text-classification", "max_length": 32, "metrics": ["accuracy"],
-    "dataset": {"source": "local", "path": "/data", "train_split": "train",
+    "dataset": {"source": "hub", "path": "glue", "train_split": "train",
                 "text_fields": ["text"], "label_field": "label"},
     "training": {},
 }

@@ -121,6 +121,15 @@ def test_a_hub_name_that_is_a_local_folder_is_confined(no_roots, outside):
     assert response.status_code == 201, response.text  # a Hub id is no local path
 
 
+def test_a_name_that_can_only_be_a_path_is_confined_even_if_missing_here(no_roots):
+    """`output/../..` is no Hub id; in the worker's job dir it could name the data dir."""
+    refused(no_roots.post("/api/v1/jobs", json=spec("output/../../..", source="hub")),
+            "dataset.path", "outside")
+    refused(no_roots.post("/api/v1/jobs", json=spec("nyu-mll/glue", source="hub",
+                                                    model="final/../../1/final")),
+            "model", "outside")
+
+
 def test_a_local_model_outside_the_roots_is_refused(with_root, root, tmp_path):
     model = tmp_path / "model"
     model.mkdir()

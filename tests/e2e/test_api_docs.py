@@ -78,7 +78,9 @@ def test_every_api_endpoint_has_a_curl_and_a_python_example():
 def docs_server(tmp_path_factory, tiny_model) -> Iterator[dict]:
     """A server with a finished job and an uploaded dataset; a folder with the example files."""
     root = tmp_path_factory.mktemp("docs")
-    server = LiveServer({"TUNEDECK_DATA_DIR": str(root / "data"), "TUNEDECK_API_TOKENS": TOKEN},
+    # Auth on: the tiny model and the dataset (pytest's temp folders) must be under a root.
+    server = LiveServer({"TUNEDECK_DATA_DIR": str(root / "data"), "TUNEDECK_API_TOKENS": TOKEN,
+                         "TUNEDECK_LOCAL_ROOTS": str(tmp_path_factory.getbasetemp())},
                         root / "serve.log")
     try:
         yield prepare(server, root, tiny_model)

@@ -20,7 +20,9 @@ TOKEN = "td_e2e-cli-token-0123456789"
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """One `tunedeck serve` (web + embedded worker) for the module, with a bearer token."""
     data_dir = tmp_path_factory.mktemp("cli-data")
-    live = LiveServer({"TUNEDECK_DATA_DIR": str(data_dir), "TUNEDECK_API_TOKENS": TOKEN},
+    # Auth on: the tiny model and the datasets (pytest's temp folders) must be under a root.
+    live = LiveServer({"TUNEDECK_DATA_DIR": str(data_dir), "TUNEDECK_API_TOKENS": TOKEN,
+                       "TUNEDECK_LOCAL_ROOTS": str(tmp_path_factory.getbasetemp())},
                       data_dir / "serve.log")
     yield live
     live.stop()
