@@ -1,8 +1,8 @@
 """Which local paths a job may read: with auth on, only those under TUNEDECK_LOCAL_ROOTS.
 
 A token lets its holder train models, not read the worker's files: a spec whose dataset or
-model names a local path (a `local` dataset, or a `hub` name or model that resolves to an
-existing file or folder) is refused unless the path, with symlinks and `..` resolved, lies
+model names a local path (a `local` dataset, or a `hub` name or model that is an existing
+file or folder, or that no Hub id can be: see local_path) is refused unless the path, with symlinks and `..` resolved, lies
 under one of the roots. With auth off (one person on loopback) every path is allowed.
 Uploads are not paths the spec names (the worker finds them by id), so they stay allowed.
 The web process checks at submit, the worker again before it opens anything. No torch here.

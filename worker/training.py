@@ -116,7 +116,7 @@ def mismatch_notice(model_name: str, loading_info: dict) -> list[str]:
              f"job's model were re-initialised: {shown}{more}.")]
 
 
-def _shape(size) -> str:
+def _shape(size: tuple[int, ...]) -> str:
     return "x".join(str(n) for n in size)
 
 

@@ -16,6 +16,8 @@ from app.db import session_scope
 from app.jobs.models import Job
 from app.main import create_app
 from tests.app.conftest import TOKEN
+from tests.app.test_auth import login_csrf
+from tests.app.test_views import field_errors, form_data
 from tests.fixtures import reset_caches, sentiment_rows, write_jsonl
 
 
@@ -165,3 +167,14 @@ def test_a_long_path_is_capped_in_the_message(no_roots):
     message = refused(no_roots.post("/api/v1/jobs", json=spec(long)), "dataset.path",
                       "outside")
     assert len(message) < 400 and message.startswith(long[:200] + "... is outside")
+
+
+def test_the_form_is_refused_the_same_way(anon_client, outside):
+    """The new-job page goes through the same service: the error shows at the path field."""
+    anon_client.post("/login", data={"token": TOKEN, "csrf_token": login_csrf(anon_client)})
+    data = form_data(anon_client, **{"model": "tiny-bert-on-the-hub",
+                                     "dataset.path": str(outside)})
+    response = anon_client.post("/jobs", data=data)
+    assert response.status_code == 422
+    assert "TUNEDECK_LOCAL_ROOTS" in field_errors(response.text)["dataset.path"]
+    assert jobs() == 0
