@@ -208,8 +208,8 @@ def labels_from(train: Dataset, label_field: str) -> Labels:
         raise DataError(f"label column {label_field!r} has no values in the train split")
     if len(present) < 2:
         # The value itself is not shown: messages never echo data (it may be a secret).
-        raise DataError(f"label column {label_field!r} has a single value in all {len(train)} "
-                        "rows of the train split; classification needs at least two classes")
+        raise DataError(f"label column {label_field!r} has a single value in the train split "
+                        f"({len(train)} rows); classification needs at least two classes")
     return labels
 
 

@@ -33,7 +33,7 @@ CASES = {
     "missing text column": ({"train.jsonl": GOOD}, {"text_fields": ["review"]},
                             "column 'review' not found in the train split"),
     "one class": ({"train.jsonl": jsonl([{"text": "good", "label": 1}] * 6)}, {},
-                  ("label column 'label' has a single value in all 6 rows of the train split; "
+                  ("label column 'label' has a single value in the train split (6 rows); "
                   "classification needs at least two classes")),
     "no labels at all": ({"train.jsonl": jsonl([{"text": "good", "label": None}] * 4)}, {},
                          "label column 'label' has no values in the train split"),

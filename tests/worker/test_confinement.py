@@ -108,7 +108,8 @@ def test_a_single_secret_label_is_not_in_the_message(settings_env, tiny_model, t
     job_id = make_job(spec=spec)
     assert run_job(job_id) == "failed"
     job = job_row(job_id)
-    assert "label column 'private_key' has a single value in all 6 rows" in job.error_message
+    assert ("label column 'private_key' has a single value in the train split (6 rows)"
+            in job.error_message)
     for text in (job.error_message, job.error_traceback, json.dumps(job.info)):
         assert "PRIVATE KEY" not in text and "MIIEvQ" not in text
 

@@ -88,7 +88,7 @@ def test_single_label_value_fails_the_job(settings_env, tiny_model, tmp_path):
     spec["dataset"]["eval_split"] = None
     job_id = submit(spec)
     assert run_job(job_id) == "failed"
-    assert "has a single value in all 8 rows" in job_row(job_id).error_message
+    assert "has a single value in the train split (8 rows)" in job_row(job_id).error_message
 
 
 def test_second_delivery_is_dropped(settings_env, tiny_model, make_dataset):
