@@ -1,4 +1,9 @@
-"""The one Settings object; nothing else reads os.environ."""
+"""The server's one Settings object (web and worker); nothing else there reads os.environ.
+
+The client (app/client.py) reads its own two variables, TUNEDECK_URL and TUNEDECK_TOKEN, in
+`client.settings_from_env`, so that it starts without pydantic-settings; tests/test_layers.py
+checks that no other module reads the environment.
+"""
 from __future__ import annotations
 
 from functools import lru_cache

@@ -12,7 +12,7 @@ from app.datasets.api import router as datasets_api
 from app.jobs.api import router as jobs_api
 from app.jobs.views import router as jobs_views
 from app.limits import BodySizeLimit
-from app.responses import UNAUTHORIZED
+from app.openapi_docs import UNAUTHORIZED
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 

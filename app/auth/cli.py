@@ -1,8 +1,12 @@
-"""`tunedeck token create|list|revoke`: API tokens in the database (run on the server)."""
+"""`tunedeck token create|list|revoke`: API tokens in the database (run on the server).
+
+app/cli.py defines the arguments and imports this module only when a token command runs.
+"""
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 
 from app.auth import repository, service
 from app.config import get_settings
@@ -11,6 +15,17 @@ from app.errors import Conflict, Invalid, NotFound
 from app.migrate import upgrade
 
 
+def migrated(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Upgrade the schema first: token commands may be the first thing run on a new server."""
+
+    def run(args: argparse.Namespace) -> int:
+        upgrade(get_settings().db_url)
+        return func(args)
+
+    return run
+
+
+@migrated
 def cmd_create(args: argparse.Namespace) -> int:
     try:
         with session_scope() as session:
@@ -24,6 +39,7 @@ def cmd_create(args: argparse.Namespace) -> int:
     return 0
 
 
+@migrated
 def cmd_list(_args: argparse.Namespace) -> int:
     with session_scope() as session:
         rows = repository.all_tokens(session)
@@ -36,6 +52,7 @@ def cmd_list(_args: argparse.Namespace) -> int:
     return 0
 
 
+@migrated
 def cmd_revoke(args: argparse.Namespace) -> int:
     try:
         with session_scope() as session:
@@ -45,26 +62,6 @@ def cmd_revoke(args: argparse.Namespace) -> int:
         return 1
     print(f"token {args.name!r} revoked", file=sys.stderr)
     return 0
-
-
-def _migrated(func):
-    def run(args: argparse.Namespace) -> int:
-        upgrade(get_settings().db_url)
-        return func(args)
-    return run
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    token = sub.add_parser("token", help="manage API tokens (on the server)")
-    actions = token.add_subparsers(dest="token_command", required=True)
-    create = actions.add_parser("create", help="create a token; prints it once")
-    create.add_argument("name", help="who or what uses it, e.g. laptop or ci")
-    create.set_defaults(func=_migrated(cmd_create))
-    actions.add_parser("list", help="token names and last use").set_defaults(
-        func=_migrated(cmd_list))
-    revoke = actions.add_parser("revoke", help="delete a token; its sessions end too")
-    revoke.add_argument("name")
-    revoke.set_defaults(func=_migrated(cmd_revoke))
 
 
 def exposure_problem(host: str) -> str | None:

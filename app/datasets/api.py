@@ -10,7 +10,7 @@ from app.datasets.models import Dataset
 from app.datasets.schemas import DatasetList, DatasetOut
 from app.deps import SessionDep, SettingsDep
 from app.errors import Conflict, Invalid, NotFound, TooLarge
-from app.responses import error
+from app.openapi_docs import error
 
 router = APIRouter(prefix="/api/v1/datasets", tags=["datasets"])
 

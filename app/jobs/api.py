@@ -23,7 +23,7 @@ from app.jobs.schemas import (
     MetricsOut,
     PredictionPage,
 )
-from app.responses import error
+from app.openapi_docs import error
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 

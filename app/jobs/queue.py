@@ -1,24 +1,61 @@
-"""Send training tasks by name, only after the row that names them is committed."""
+"""The web's Celery client: send tasks by name, only after the row that names them is committed.
+
+app/ owns the task names and the Celery settings; worker/celery_app.py builds the consuming app
+from them, so neither side imports the other's internals.
+"""
 from __future__ import annotations
 
 import logging
 from functools import lru_cache
+from typing import Any
 
 from celery import Celery
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from app.config import get_settings
-from worker.celery_app import TRAIN_TASK, make_celery
 
 log = logging.getLogger(__name__)
+TRAIN_TASK = "tunedeck.train"
+QUEUE = "tunedeck"
 _PENDING = "tunedeck_pending_jobs"
+
+
+def celery_config(broker_url: str) -> dict[str, Any]:
+    """Settings for hours-long GPU tasks; docs/deploy.md (Celery settings) says why each is so."""
+    config: dict[str, Any] = {
+        "broker_url": broker_url,
+        "task_ignore_result": True,
+        "result_backend": None,
+        # Ack when the task starts: a healthy job that runs for hours is never re-delivered
+        # by Redis' visibility timeout. A worker that dies mid-run is recovered from the
+        # database lease instead (the job row, not the broker, is the record).
+        "task_acks_late": False,
+        "worker_prefetch_multiplier": 1,
+        "worker_concurrency": 1,
+        "broker_connection_retry_on_startup": True,
+        "worker_hijack_root_logger": False,
+        # Trainer prints its log dicts to stdout: progress, not warnings.
+        "worker_redirect_stdouts_level": "INFO",
+        "task_default_queue": QUEUE,
+    }
+    if broker_url.startswith(("redis://", "rediss://")):
+        # Fetch a message only when the worker process is free, so no job sits reserved
+        # behind a long one.
+        config["worker_disable_prefetch"] = True
+        config["broker_transport_options"] = {"visibility_timeout": 12 * 3600}
+    if broker_url.startswith("sqla+"):
+        # kombu hands these to create_engine; the worker polls the table once a second.
+        config["broker_transport_options"] = {"connect_args": {"timeout": 30}}
+    return config
 
 
 @lru_cache
 def get_producer() -> Celery:
-    """The Celery app used to publish, bound to the current settings' broker."""
-    return make_celery(get_settings().broker)
+    """The Celery app used to publish, bound to the current settings' broker; built on first use."""
+    producer = Celery("tunedeck")
+    producer.conf.update(celery_config(get_settings().broker))
+    return producer
 
 
 def enqueue_after_commit(session: Session, job_id: int) -> None:
@@ -40,11 +77,9 @@ def send(job_id: int) -> bool:
     """Publish one train task; a broker outage leaves the job queued for the requeue sweep."""
     try:
         get_producer().send_task(TRAIN_TASK, args=[job_id], retry=True,
-                             retry_policy={"max_retries": 2, "interval_start": 0.2,
-                                           "interval_step": 0.5})
+                                 retry_policy={"max_retries": 2, "interval_start": 0.2,
+                                               "interval_step": 0.5})
     except Exception:  # the database row is the record; the sweep re-sends it
         log.exception("could not publish job %s; it stays queued and is re-sent later", job_id)
         return False
     return True
-
-

@@ -11,7 +11,7 @@ import pytest
 
 from app import cli_remote
 from app.client import ApiError, Client, Event, parse_sse
-from app.progress import ProgressLine, clock, eval_metric, render
+from app.terminal_bar import ProgressLine, clock, eval_metric, render
 
 
 def sse(*events: tuple[str, dict, int | None]) -> bytes:
