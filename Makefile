@@ -19,6 +19,7 @@ test-all: setup
 
 lint: setup
 	$(BIN)/ruff check app worker tests benchmarks
+	$(BIN)/mypy  # app/ and worker/, as [tool.mypy] in pyproject.toml says
 
 bench: setup
 	$(BIN)/python -m benchmarks

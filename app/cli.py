@@ -14,9 +14,9 @@ from collections.abc import Callable
 # httpx imports its own command line (click, rich, pygments: about 0.15 s) whenever those are
 # installed, as they are beside Celery; this process never runs it. A None entry makes that
 # optional import fail, and httpx then skips it. Set before httpx is first imported.
-sys.modules.setdefault("httpx._main", None)
+sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
-from app import cli_remote
+from app import cli_remote  # noqa: E402 - after the line above
 
 Command = Callable[[argparse.Namespace], int]
 

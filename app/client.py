@@ -261,7 +261,8 @@ def _raise_for(response: httpx.Response) -> None:
 
 def parse_sse(lines: Iterator[str]) -> Iterator[Event]:
     """Server-sent events from text lines (comments and retry: lines are skipped)."""
-    kind, data, event_id = "message", [], None
+    kind, event_id = "message", None
+    data: list[str] = []
     for line in lines:
         if line == "":
             if data:

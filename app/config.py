@@ -21,7 +21,7 @@ class Settings(BaseSettings):
     broker_url: str | None = Field(default=None, description="default: SQLite broker in data_dir")
     host: str = "127.0.0.1"
     port: int = 8000
-    web_workers: int = Field(1, ge=1, le=64)  # web processes of `tunedeck serve`
+    web_workers: int = Field(default=1, ge=1, le=64)  # web processes of `tunedeck serve`
     # SecretStr: a logged or printed Settings never shows a token.
     api_tokens: SecretStr = Field(default=SecretStr(""), description="comma-separated tokens")
     secret_key: SecretStr | None = Field(default=None, description="signs session cookies")

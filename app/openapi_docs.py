@@ -14,4 +14,6 @@ def error(description: str) -> dict[str, Any]:
     return {"model": ErrorOut, "description": description}
 
 
-UNAUTHORIZED = {401: error("Missing or wrong bearer token (only when auth is on)")}
+# FastAPI types `responses` as dict[int | str, ...]; a plain {401: ...} would infer dict[int, ...].
+Responses = dict[int | str, dict[str, Any]]
+UNAUTHORIZED: Responses = {401: error("Missing or wrong bearer token (only when auth is on)")}

@@ -159,7 +159,8 @@ def rows(results: dict[str, list[dict]], train_rows: int, eval_rows: int,
         """tunedeck / plain of each ABBA pair (the k-th run of each arm ran next to each
         other)."""
         return [ours[key] / plain[key] for plain, ours in zip(results["plain"],
-                                                                 results["tunedeck"])]
+                                                                 results["tunedeck"],
+                                                                 strict=True)]
 
     ratios, cpu_ratios = paired("samples_per_second"), paired("cpu_samples_per_second")
     ratio, cpu_ratio = median(ratios), median(cpu_ratios)

@@ -117,12 +117,12 @@ def client(settings_env) -> Iterator[TestClient]:
 
 # ---------------------------------------------------------------- tiny model and data
 
-VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(
     {"the", "a", "good", "great", "fine", "bad", "awful", "poor", "movie", "film", "plot", "was",
      "is", "very", "not", "really", "acting", "story", "and", "but", "it", "this", "that", "so",
      "terrible", "excellent", "boring", "fun", "i", "liked", "hated", "loved", "same", "different",
      "says", "said", "cat", "dog", "sat", "ran", "on", "mat", "park", "##s", "##ly", "##ed", "."}
-)
+)]
 
 
 def build_tiny_bert(path: Path) -> Path:

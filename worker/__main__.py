@@ -1,4 +1,4 @@
-"""`python -m worker`: one Celery worker process, as `tunedeck worker` and `tunedeck serve` start it.
+"""`python -m worker`: one Celery worker process, as `tunedeck worker` and `serve` start it.
 
 The web side starts this by command, never by import: app/ does not import worker/.
 `python -m worker --sweep-once` runs the start-up sweep alone (for `serve --no-worker`).

@@ -11,6 +11,7 @@ import json
 import logging
 import time
 from collections.abc import Iterable
+from typing import cast
 
 import redis
 from sqlalchemy import create_engine, inspect, text
@@ -84,7 +85,7 @@ class BrokerView:
     def _redis_ids(self, client: redis.Redis) -> set[int]:
         waiting = client.lrange(self.queue, 0, -1)
         tags = client.zrangebyscore(UNACKED_INDEX, time.time() - self.fresh_seconds, "+inf")
-        entries = client.hmget(UNACKED_KEY, tags) if tags else []
+        entries = client.hmget(UNACKED_KEY, cast(list[bytes], tags)) if tags else []
         # Delivered but not yet acknowledged: [message, exchange, routing_key].
         unacked = [json.loads(entry)[0] for entry in entries if entry]
         return _ids(waiting) | _ids(unacked)

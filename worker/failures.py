@@ -1,7 +1,7 @@
 """What a failed job stores: the exception's class, message, traceback tail and a hint.
 
-No imports beyond the standard library, so a bare GPU box can check it (tests/worker/
-test_cuda_oom.py).
+No imports beyond the standard library, so a bare GPU box can check it
+(tests/worker/test_cuda.py::test_an_out_of_memory_inside_trainer_is_recognised_with_the_hint).
 """
 from __future__ import annotations
 

@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from sqlalchemy.orm import Session
 
 from app.config import Settings, get_settings
 from app.datasets import reader, repository, storage
 from app.datasets.models import Dataset
-from app.datasets.schemas import DatasetList, DatasetOut, LabelSummary
+from app.datasets.schemas import DatasetFormat, DatasetList, DatasetOut, LabelSummary
 from app.errors import Conflict, Invalid, NotFound
 
 DEFAULT_LABEL = "label"
@@ -76,10 +76,15 @@ def describe(dataset: Dataset, label_column: str | None = None) -> DatasetOut:
     path = file_path(dataset)
     if column is not None and path.is_file():
         label = LabelSummary(**reader.label_summary(path, dataset.format, column))
-    return DatasetOut(id=dataset.id, filename=dataset.filename, format=dataset.format,
+    return DatasetOut(id=dataset.id, filename=dataset.filename, format=format_of(dataset),
                       size_bytes=dataset.size_bytes, columns=dataset.columns,
                       num_rows=dataset.num_rows, preview=dataset.preview, label=label,
                       created_at=dataset.created_at)
+
+
+def format_of(dataset: Dataset) -> DatasetFormat:
+    """The column holds a DatasetFormat: reader.format_for chose it at upload."""
+    return cast(DatasetFormat, dataset.format)
 
 
 def get(session: Session, dataset_id: str) -> Dataset:
@@ -96,7 +101,7 @@ def dataset_list(session: Session, *, page: int, per_page: int) -> DatasetList:
 
 def describe_brief(dataset: Dataset) -> DatasetOut:
     """Without value counts: listing never re-reads files."""
-    return DatasetOut(id=dataset.id, filename=dataset.filename, format=dataset.format,
+    return DatasetOut(id=dataset.id, filename=dataset.filename, format=format_of(dataset),
                       size_bytes=dataset.size_bytes, columns=dataset.columns,
                       num_rows=dataset.num_rows, preview=dataset.preview,
                       created_at=dataset.created_at)

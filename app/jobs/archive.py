@@ -6,6 +6,7 @@ import tarfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO, cast
 
 _DONE = object()
 
@@ -42,7 +43,9 @@ def stream_tar(directory: Path, arcname: str, max_chunks: int = 16) -> Iterator[
     def produce() -> None:
         try:
             writer = _QueueWriter(chunks, stop)
-            with tarfile.open(fileobj=writer, mode="w|", bufsize=256 * 1024) as tar:
+            # A stream ("w|") only writes; typeshed's file protocol asks for read/seek too.
+            fileobj = cast(IO[bytes], writer)
+            with tarfile.open(fileobj=fileobj, mode="w|", bufsize=256 * 1024) as tar:
                 tar.add(directory, arcname=arcname)
         except _Stopped:
             return

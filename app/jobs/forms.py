@@ -8,6 +8,7 @@ from typing import Any, get_args
 
 import yaml
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 from starlette.datastructures import FormData
 
 from app.jobs.schemas import SCHEDULERS, JobSpec, MetricName, TrainingSpec
@@ -48,7 +49,7 @@ class FormInvalid(Exception):
 def values_for_spec(spec: dict[str, Any]) -> Values:
     """Form values that submit back to `spec` (used by Clone and the presets)."""
     data = spec["dataset"]
-    texts = list(data.get("text_fields") or []) + ["", ""]
+    texts = [*(data.get("text_fields") or []), "", ""]
     training = spec.get("training") or {}
     values = {
         "name": spec.get("name") or "", "model": spec.get("model", ""),
@@ -204,7 +205,7 @@ def field_for(loc: tuple[Any, ...] | list[Any], message: str, values: Values) ->
     return ".".join(parts)
 
 
-def message_for(error: dict[str, Any], field: str) -> str:
+def message_for(error: ErrorDetails, field: str) -> str:
     if error.get("input") in ("", None) and field != "advanced":
         return REQUIRED
     if field == "dataset.text_fields" and error["type"] == "too_short":

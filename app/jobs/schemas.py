@@ -19,6 +19,7 @@ SCHEDULERS = (
 )
 Strategy = Literal["no", "steps", "epoch"]
 MetricName = Literal["accuracy", "f1", "precision", "recall", "matthews_correlation"]
+DEFAULT_METRICS: tuple[MetricName, ...] = ("accuracy", "f1")
 
 
 class DatasetSpec(BaseModel):
@@ -102,7 +103,7 @@ class JobSpec(BaseModel):
     model: str = Field(min_length=1, max_length=1000)
     dataset: DatasetSpec
     max_length: int = Field(default=128, ge=8, le=8192)
-    metrics: list[MetricName] = Field(default_factory=lambda: ["accuracy", "f1"])
+    metrics: list[MetricName] = Field(default_factory=lambda: list(DEFAULT_METRICS))
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     # Start from a checkpoint whose head (or other weights) has other shapes, e.g. a classifier
     # trained with another label count: those weights are re-initialised, with a job notice.
