@@ -10,11 +10,11 @@ from app.datasets.models import Dataset
 from app.datasets.schemas import DatasetList, DatasetOut
 from app.deps import SessionDep, SettingsDep
 from app.errors import Conflict, Invalid, NotFound, TooLarge
-from app.openapi_docs import error
+from app.openapi_docs import Responses, error
 
 router = APIRouter(prefix="/api/v1/datasets", tags=["datasets"])
 
-NOT_FOUND = {404: error("No such dataset")}
+NOT_FOUND: Responses = {404: error("No such dataset")}
 LabelColumn = Annotated[str | None, Query(max_length=200, description=(
     "column to count values of; default: a column named label"))]
 

@@ -23,11 +23,11 @@ from app.jobs.schemas import (
     MetricsOut,
     PredictionPage,
 )
-from app.openapi_docs import error
+from app.openapi_docs import Responses, error
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 
-ERRORS = {404: error("No such job")}
+ERRORS: Responses = {404: error("No such job")}
 
 
 @router.post("", status_code=201, response_model=JobOut, responses={
