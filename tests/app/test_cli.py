@@ -116,7 +116,8 @@ def test_client_commands_import_only_httpx_and_the_standard_library(tmp_path):
 
 
 def test_server_commands_still_load_their_modules(tmp_path):
-    """`serve --help` still parses (the server module is loaded only when a command runs)."""
+    """A server command's module is loaded when it runs: `worker --help` parses, `migrate` builds
+    the database (and, being a server command, creates ./tunedeck-data)."""
     done = Timed(["-m", "app.cli", "worker", "--help"], tmp_path).done
     assert done.returncode == 0 and "--hostname" in done.stdout
     done = Timed(["-m", "app.cli", "migrate"], tmp_path).done
