@@ -11,9 +11,9 @@ import importlib
 import sys
 from collections.abc import Callable
 
-# httpx imports its own command line (click, rich, pygments: 0.18 s of `-X importtime` here) when they are
-# installed, as they are beside Celery; this process never runs it. A None entry makes that
-# optional import fail, and httpx then skips it. Set before httpx is first imported.
+# httpx imports its own command line (click, rich, pygments: 0.18 s of `-X importtime` here)
+# when they are installed, as they are beside Celery; this process never runs it. A None entry
+# makes that optional import fail, and httpx then skips it. Set before httpx is first imported.
 sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
 from app import cli_remote  # noqa: E402 - after the line above
