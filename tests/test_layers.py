@@ -9,7 +9,8 @@ from pathlib import Path
 from tests.fixtures import REPO
 
 # What the worker may use of app/: settings, the database, the ORM models, the job lifecycle,
-# the worker's writes, and the queue client (task names, Celery settings, re-sending a job).
+# the worker's writes, the queue client (task names, Celery settings, re-sending a job) and
+# the local-path policy.
 WORKER_MAY_IMPORT = {
     "app.config",
     "app.db",
@@ -20,6 +21,9 @@ WORKER_MAY_IMPORT = {
     "app.jobs.lifecycle",  # every state change of a job (issue 16 item 1)
     "app.jobs.store",  # the worker's writes, split out of app/jobs/repository.py (item 3)
     "app.jobs.queue",
+    # Which local paths a job may read: the web checks at submit, the worker again before it
+    # opens anything, by one policy. (It reaches app.auth.service for auth_enabled.)
+    "app.paths",
 }
 # Imports still there until repository.py is split (issue 16 item 3, another change): each
 # worker file listed here takes app.jobs.repository today. The test fails once one is gone,
