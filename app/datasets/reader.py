@@ -9,6 +9,7 @@ import json
 import math
 from collections import Counter
 from collections.abc import Iterator
+from itertools import islice
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -27,6 +28,14 @@ MISSING = object()
 BOM = b"\xef\xbb\xbf"
 
 
+@dataclass(frozen=True)
+class Limits:
+    """Per-request work bounds (TUNEDECK_MAX_UPLOAD_COLUMNS, TUNEDECK_MAX_STATS_ROWS)."""
+
+    columns: int = 1000
+    stats_rows: int = 1_000_000
+
+
 @dataclass
 class Table:
     columns: list[str]
@@ -43,15 +52,16 @@ def format_for(filename: str) -> str:
     return FORMATS[suffix]
 
 
-def inspect(path: Path, fmt: str) -> Table:
-    """Parse the whole file once; raise Invalid with the first problem found."""
+def inspect(path: Path, fmt: str, limits: Limits = Limits()) -> Table:
+    """Parse the whole file once (Parquet: its metadata and first rows); raise Invalid with the
+    first problem found."""
     if fmt == "parquet":
-        return _inspect_parquet(path)
+        return _inspect_parquet(path, limits)
     _check_encoding_start(path)
     columns: list[str] = []
     preview: list[dict[str, Any]] = []
     count = 0
-    for row in _rows(path, fmt, columns):
+    for row in _rows(path, fmt, columns, limits.columns):
         if count < PREVIEW_ROWS:
             preview.append(row)
         count += 1
@@ -60,19 +70,24 @@ def inspect(path: Path, fmt: str) -> Table:
     return Table(columns=columns, num_rows=count, preview=clean(preview))
 
 
-def label_summary(path: Path, fmt: str, column: str) -> dict[str, Any]:
-    """Value counts of one column (cached by path, size and mtime)."""
+def label_summary(path: Path, fmt: str, column: str, max_rows: int) -> dict[str, Any]:
+    """Value counts of one column in the first `max_rows` rows (cached by path, size, mtime)."""
     stat = path.stat()
-    return _label_summary(str(path), fmt, column, stat.st_size, stat.st_mtime_ns)
+    return _label_summary(str(path), fmt, column, max_rows, stat.st_size, stat.st_mtime_ns)
 
 
 @lru_cache(maxsize=64)
-def _label_summary(path: str, fmt: str, column: str, _size: int, _mtime: int) -> dict[str, Any]:
-    counts = Counter(_label_key(v) for v in _column_values(Path(path), fmt, column))
+def _label_summary(path: str, fmt: str, column: str, max_rows: int, _size: int,
+                   _mtime: int) -> dict[str, Any]:
+    # A Parquet file of a few hundred KB can declare 100M rows: the work per request is
+    # bounded by rows, not by bytes; the answer says how many rows it counted.
+    values = islice(_column_values(Path(path), fmt, column, max_rows), max_rows)
+    counts = Counter(_label_key(v) for v in values)
+    counted = counts.total()
     missing = counts.pop(MISSING, 0)
     top = dict(counts.most_common(TOP_LABELS))
     return {"column": column, "counts": top, "distinct": len(counts) + bool(missing),
-            "missing": missing}
+            "missing": missing, "rows_counted": counted}
 
 
 def _label_key(value: Any) -> Any:
@@ -81,11 +96,11 @@ def _label_key(value: Any) -> Any:
     return value if isinstance(value, str) else json.dumps(clean(value))
 
 
-def _column_values(path: Path, fmt: str, column: str) -> Iterator[Any]:
+def _column_values(path: Path, fmt: str, column: str, max_rows: int) -> Iterator[Any]:
     if fmt == "parquet":
-        yield from _parquet_column(path, column)
+        yield from _parquet_column(path, column, max_rows)
         return
-    for row in _rows(path, fmt, []):
+    for row in _rows(path, fmt, [], None):
         yield row.get(column)
 
 
@@ -117,20 +132,29 @@ def _decode(number: int, raw: bytes) -> str:
                       "Windows-1252: save it as UTF-8") from exc
 
 
-def _rows(path: Path, fmt: str, columns: list[str]) -> Iterator[dict[str, Any]]:
+def _rows(path: Path, fmt: str, columns: list[str],
+          max_columns: int | None) -> Iterator[dict[str, Any]]:
     """Rows as dicts; fills `columns` (in place) with the header or the keys seen."""
     if fmt == "json":
-        return _json_rows(path, columns)
-    return _delimited_rows(path, "\t" if fmt == "tsv" else ",", columns)
+        return _json_rows(path, columns, max_columns)
+    return _delimited_rows(path, "\t" if fmt == "tsv" else ",", columns, max_columns)
 
 
-def _delimited_rows(path: Path, delimiter: str, columns: list[str]) -> Iterator[dict[str, Any]]:
+def _too_many_columns(count: int, limit: int) -> Invalid:
+    return Invalid("file", f"the file has {count:,} columns; the limit is {limit:,} "
+                   "(TUNEDECK_MAX_UPLOAD_COLUMNS)")
+
+
+def _delimited_rows(path: Path, delimiter: str, columns: list[str],
+                    max_columns: int | None) -> Iterator[dict[str, Any]]:
     lines = _lines(path)
     reader = csv.reader((line for _, line in lines), delimiter=delimiter, strict=True)
     try:
         header = next((row for row in reader if row), None)
         if header is None:
             return
+        if max_columns is not None and len(header) > max_columns:
+            raise _too_many_columns(len(header), max_columns)
         columns[:] = _check_header(header, delimiter)
         for row in reader:
             if not row:
@@ -151,7 +175,7 @@ def _check_header(header: list[str], delimiter: str) -> list[str]:
         raise Invalid("file", f"the header has an empty column name: {header!r}")
     if all(_is_number(name) for name in names):
         raise Invalid("file", "the first line looks like data, not a header of column names")
-    duplicates = sorted({name for name in names if names.count(name) > 1})
+    duplicates = sorted(name for name, n in Counter(names).items() if n > 1)  # linear time
     if duplicates:
         raise Invalid("file", f"the header repeats column names: {', '.join(duplicates)}")
     return names
@@ -165,7 +189,8 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _json_rows(path: Path, columns: list[str]) -> Iterator[dict[str, Any]]:
+def _json_rows(path: Path, columns: list[str],
+               max_columns: int | None) -> Iterator[dict[str, Any]]:
     seen = set(columns)
     for number, line in _lines(path):
         if not line.strip():
@@ -175,6 +200,8 @@ def _json_rows(path: Path, columns: list[str]) -> Iterator[dict[str, Any]]:
             if key not in seen:
                 seen.add(key)
                 columns.append(key)
+        if max_columns is not None and len(columns) > max_columns:
+            raise _too_many_columns(len(columns), max_columns)
         yield row
 
 
@@ -203,8 +230,11 @@ def _parquet_file(path: Path):
         raise Invalid("file", f"not a readable Parquet file: {exc}") from exc
 
 
-def _inspect_parquet(path: Path) -> Table:
+def _inspect_parquet(path: Path, limits: Limits) -> Table:
+    """The row count from the footer; only the first rows are decoded."""
     parquet = _parquet_file(path)
+    if parquet.metadata.num_columns > limits.columns:
+        raise _too_many_columns(parquet.metadata.num_columns, limits.columns)
     columns = list(parquet.schema_arrow.names)
     num_rows = parquet.metadata.num_rows
     if not columns:
@@ -216,12 +246,16 @@ def _inspect_parquet(path: Path) -> Table:
     return Table(columns=columns, num_rows=num_rows, preview=clean(preview))
 
 
-def _parquet_column(path: Path, column: str) -> Iterator[Any]:
+def _parquet_column(path: Path, column: str, max_rows: int) -> Iterator[Any]:
     parquet = _parquet_file(path)
     if column not in parquet.schema_arrow.names:
         return
-    for batch in parquet.iter_batches(batch_size=65536, columns=[column]):
-        yield from batch.column(0).to_pylist()
+    left = max_rows
+    for batch in parquet.iter_batches(batch_size=min(65536, max(left, 1)), columns=[column]):
+        yield from batch.column(0).to_pylist()[:left]
+        left -= batch.num_rows
+        if left <= 0:
+            return
 
 
 # ---------------------------------------------------------------- JSON-safe values

@@ -15,6 +15,8 @@ class LabelSummary(BaseModel):
     counts: dict[str, int] = Field(description="value -> rows, most frequent first (top 100)")
     distinct: int = Field(description="number of distinct values, missing included")
     missing: int = Field(description="rows without a value")
+    rows_counted: int = Field(description=(
+        "rows these counts cover: the first TUNEDECK_MAX_STATS_ROWS rows of a larger file"))
 
 
 class DatasetOut(BaseModel):

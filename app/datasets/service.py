@@ -48,12 +48,16 @@ def _store(directory: Path, dataset_id: str, filename: str, fmt: str, stream: Bi
     size = storage.write_stream(stream, partial, settings.max_upload_mb * 1024 * 1024)
     if size == 0:
         raise Invalid("file", "the file is empty")
-    table = reader.inspect(partial, fmt)
+    table = reader.inspect(partial, fmt, limits(settings))
     final = directory / storage.safe_name(filename, Path(filename).suffix)
     partial.rename(final)
     return Dataset(id=dataset_id, filename=filename[:300], format=fmt,
                    path=str(final.relative_to(settings.data_dir)), size_bytes=size, columns=table.columns,
                    num_rows=table.num_rows, preview=table.preview)
+
+
+def limits(settings: Settings) -> reader.Limits:
+    return reader.Limits(columns=settings.max_upload_columns, stats_rows=settings.max_stats_rows)
 
 
 def _check_label_column(dataset: Dataset, column: str) -> None:
@@ -75,7 +79,8 @@ def describe(dataset: Dataset, label_column: str | None = None) -> DatasetOut:
     label = None
     path = file_path(dataset)
     if column is not None and path.is_file():
-        label = LabelSummary(**reader.label_summary(path, dataset.format, column))
+        label = LabelSummary(**reader.label_summary(path, dataset.format, column,
+                                                    get_settings().max_stats_rows))
     return DatasetOut(id=dataset.id, filename=dataset.filename, format=format_of(dataset),
                       size_bytes=dataset.size_bytes, columns=dataset.columns,
                       num_rows=dataset.num_rows, preview=dataset.preview, label=label,

@@ -58,7 +58,7 @@ def test_upload_checks_and_describes_each_format(client, name, data, fmt, column
 def test_value_counts_of_a_chosen_label_column(client):
     body = upload(client, "r.csv", CSV, label_column="label").json()
     assert body["label"] == {"column": "label", "counts": {"pos": 2, "neg": 1}, "distinct": 2,
-                             "missing": 0}
+                             "missing": 0, "rows_counted": 3}
     text = client.get(f"/api/v1/datasets/{body['id']}", params={"label_column": "text"}).json()
     assert text["label"]["column"] == "text" and text["label"]["distinct"] == 3
     missing = client.get(f"/api/v1/datasets/{body['id']}", params={"label_column": "nope"})
@@ -68,7 +68,8 @@ def test_value_counts_of_a_chosen_label_column(client):
 def test_jsonl_labels_keep_their_types_and_count_missing(client):
     data = b'{"t": "a", "y": 1}\n{"t": "b", "y": 1}\n{"t": "c", "y": null}\n{"t": "d"}\n'
     body = upload(client, "x.jsonl", data, label_column="y").json()
-    assert body["label"] == {"column": "y", "counts": {"1": 2}, "distinct": 2, "missing": 2}
+    assert body["label"] == {"column": "y", "counts": {"1": 2}, "distinct": 2, "missing": 2,
+                             "rows_counted": 4}
 
 
 @pytest.mark.parametrize(("name", "data", "reason"), [
