@@ -72,6 +72,8 @@ class DbReporter:
         self._progress: dict[str, Any] | None = None
         self._checkpoints: list[dict[str, Any]] = []
         self._fields: dict[str, Any] = {}
+        self._notices: list[str] = []  # added by notice(), kept through job_fields(info=...)
+        self._info: list[str] = []  # the job's info notices as this attempt set them
         self._cancel = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"reporter-{job_id}")
@@ -110,7 +112,17 @@ class DbReporter:
     def job_fields(self, **fields: Any) -> None:
         """Columns of the job row to set at the next flush (label names, info, ...)."""
         with self._lock:
+            if "info" in fields:
+                self._info = [*fields["info"], *self._notices]
+                fields["info"] = list(self._info)
             self._fields.update(fields)
+
+    def notice(self, text: str) -> None:
+        """Add a line to the job's info notices (a warning the job page shows)."""
+        with self._lock:
+            self._notices.append(text)
+            self._info.append(text)
+            self._fields["info"] = list(self._info)
 
     @property
     def cancel_requested(self) -> bool:

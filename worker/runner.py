@@ -20,6 +20,7 @@ from app.jobs import repository
 from app.jobs.models import Job, JobAttempt, JobStatus
 from worker import data as D
 from worker import gpu
+from worker import checkpoints
 from worker.callbacks import metric_values
 from worker.failures import describe_failure
 from worker.reporting import DbReporter, checkpoint_row
@@ -130,12 +131,14 @@ def run_job(job_id: int, worker_id: str | None = None, settings: Settings | None
     except BaseException as exc:  # every failure is recorded on the job
         reporter.close()
         status = _fail(job_id, attempt, exc, reporter)
+        _settle_checkpoints(job_id, job_dir / "output", settings.data_dir, status)
         gpu.release()
         if not isinstance(exc, Exception):
             raise
         return status
     reporter.close()
     status = _finish(job_id, attempt, outcome, reporter)
+    _settle_checkpoints(job_id, job_dir / "output", settings.data_dir, status)
     gpu.release()
     return status
 
@@ -149,6 +152,7 @@ def _begin_attempt(job_id: int, attempt: int, resume: Path | None, data_dir: Pat
         if resume is not None:
             _note_attempt(session, job_id, attempt, resumed_from=resume.name)
             _restore_history(session, job_id, resume, data_dir)
+            checkpoints.reconcile(session, job_id, resume.parent, data_dir)
         if attempt > 1:
             step = checkpoint_step(resume) if resume is not None else 0
             repository.delete_metric_points_after(session, job_id, step)
@@ -173,6 +177,20 @@ def _restore_history(session, job_id: int, checkpoint: Path, data_dir: Path) -> 
              for name, value in metric_values(entry).items() if name.startswith("eval/")}
     repository.upsert_checkpoint(
         session, checkpoint_row(job_id, checkpoint.name, step, checkpoint, data_dir, evals))
+
+
+def _settle_checkpoints(job_id: int, output_dir: Path, data_dir: Path, status: str) -> None:
+    """After the attempt's end: drop a half-written checkpoint, then make the rows match the
+    disk (saves the reporter could not record while the database was away). Not once the
+    attempt lost the job: the attempt that holds it may be saving right now."""
+    if status == LOST:
+        return
+    try:
+        checkpoints.discard_incomplete(output_dir)
+        with session_scope() as session:
+            checkpoints.reconcile(session, job_id, output_dir, data_dir)
+    except Exception:  # the outcome is stored already; the next attempt or a restart retries
+        log.exception("job %s: could not reconcile checkpoints with %s", job_id, output_dir)
 
 
 def _still_ours(session, job_id: int, attempt: int, reporter: DbReporter) -> bool:

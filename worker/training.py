@@ -24,6 +24,7 @@ from transformers import (
 
 from worker import data as D
 from worker.callbacks import Reporter, StreamingCallback
+from worker.checkpoints import DiskSpaceCallback
 from worker.gpu import resolve_precision
 from worker.metrics import GLUE_EXTRA, MetricSuite, softmax
 
@@ -165,7 +166,8 @@ def train(spec: dict, source: D.Source, job_dir: Path, reporter: Reporter,
     callback = StreamingCallback(reporter, samples_per_step)
     trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                       data_collator=DataCollatorWithPadding(tokenizer),
-                      processing_class=tokenizer, compute_metrics=suite, callbacks=[callback])
+                      processing_class=tokenizer, compute_metrics=suite,
+                      callbacks=[callback, DiskSpaceCallback(reporter.notice)])
     result = trainer.train(resume_from_checkpoint=resume_from)
     step = trainer.state.global_step
     if callback.cancelled:
