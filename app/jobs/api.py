@@ -11,7 +11,7 @@ from app.db import read_only
 from app.deps import JobDep, JobId, SessionDep, SettingsDep
 from app.errors import Conflict, Invalid
 from app.jobs import repository, service
-from app.jobs.archive import stream_tar
+from app.jobs.archive import stream_snapshot
 from app.jobs.events import job_events
 from app.jobs.models import JobStatus
 from app.jobs.schemas import (
@@ -130,8 +130,17 @@ def download_checkpoint(
     if not directory.is_relative_to(job_dir) or not directory.is_dir():
         raise HTTPException(404, f"checkpoint {name!r} of job {job.id} is no longer on disk")
     filename = f"job-{job.id}-{checkpoint.name}.tar"
+    try:
+        blocks = stream_snapshot(directory, f"job-{job.id}-{checkpoint.name}",
+                                 settings.data_dir / "tmp")
+    except OSError as exc:
+        if directory.is_dir():
+            raise
+        # deleted (save_total_limit) between the check above and the snapshot
+        raise HTTPException(404, f"checkpoint {name!r} of job {job.id} is no longer on disk"
+                            ) from exc
     return StreamingResponse(
-        stream_tar(directory, f"job-{job.id}-{checkpoint.name}"),
+        blocks,
         media_type="application/x-tar",
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )

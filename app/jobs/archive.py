@@ -1,7 +1,15 @@
-"""Stream a directory as a tar archive without building it in memory."""
+"""Stream a directory as a tar archive without building it in memory.
+
+A checkpoint can be deleted while it downloads (Trainer's save_total_limit rotates old ones
+away): the archive is made from a snapshot, hard links to every file taken before the response
+starts, so the files it streams stay whole whatever happens to the checkpoint meanwhile.
+"""
 from __future__ import annotations
 
+import os
 import queue
+import shutil
+import tempfile
 import tarfile
 import threading
 from collections.abc import Iterator
@@ -32,6 +40,40 @@ class _QueueWriter:
                 return len(block)
             except queue.Full:
                 continue
+
+
+def snapshot(directory: Path, scratch: Path) -> Path:
+    """A copy of `directory` in a new folder under `scratch`: hard links (a copy where the
+    filesystem refuses a link), symlinks kept as links. FileNotFoundError if it vanished."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    target = Path(tempfile.mkdtemp(prefix="download-", dir=scratch)) / directory.name
+    try:
+        shutil.copytree(directory, target, symlinks=True, copy_function=_link_or_copy)
+    except BaseException:
+        shutil.rmtree(target.parent, ignore_errors=True)
+        raise
+    return target
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # another filesystem, or links not allowed: a copy is still a snapshot
+        shutil.copy2(source, target)
+
+
+def stream_snapshot(directory: Path, arcname: str, scratch: Path) -> Iterator[bytes]:
+    """Snapshot `directory` now (errors raise here, before any byte is sent), then stream it;
+    the snapshot goes when the stream ends or the client leaves."""
+    copy = snapshot(directory, scratch)
+
+    def blocks() -> Iterator[bytes]:
+        try:
+            yield from stream_tar(copy, arcname)
+        finally:
+            shutil.rmtree(copy.parent, ignore_errors=True)
+
+    return blocks()
 
 
 def stream_tar(directory: Path, arcname: str, max_chunks: int = 16) -> Iterator[bytes]:

@@ -1,19 +1,22 @@
 """Checkpoint downloads: streamed tar archives, found only by name among the job's checkpoints."""
 from __future__ import annotations
 
+import errno
 import http.client
 import io
 import os
+import shutil
 import tarfile
 import tracemalloc
 from pathlib import Path
 from urllib.parse import quote
 
+import httpx
 import pytest
 
 from app.config import get_settings
 from app.db import session_scope
-from app.jobs.archive import stream_tar
+from app.jobs.archive import stream_snapshot, stream_tar
 from app.jobs.models import Checkpoint
 from tests.app.conftest import TOKEN
 from tests.app.factories import make_finished_job
@@ -163,3 +166,64 @@ def test_a_reader_that_goes_away_stops_the_tar_thread(tmp_path: Path):
     stream = stream_tar(big, "ckpt", max_chunks=2)
     next(stream)
     stream.close()  # what Starlette does when the client disconnects
+
+
+# ---------------------------------------------------------------- deleted while downloading
+
+def fill_checkpoint(directory: Path) -> dict[str, bytes]:
+    """A big first file (read while the deletion happens) and small ones after it."""
+    files = {"a-weights.bin": os.urandom(24 * 1024 * 1024),
+             "z-config.json": b'{"a": 1}', "z-trainer_state.json": b'{"global_step": 2}'}
+    for name, data in files.items():
+        (directory / name).write_bytes(data)
+    return files
+
+
+def tar_members(data: bytes) -> dict[str, bytes]:
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        return {Path(m.name).name: tar.extractfile(m).read() for m in tar if m.isfile()}
+
+
+def test_a_checkpoint_deleted_while_it_downloads_still_arrives_whole(
+        finished_job, settings_env, tmp_path):
+    checkpoint = get_settings().data_dir / "jobs" / str(finished_job) / "checkpoint-2"
+    files = {**fill_checkpoint(checkpoint), "config.json": (checkpoint / "config.json")
+             .read_bytes(), "model.safetensors": (checkpoint / "model.safetensors").read_bytes()}
+    server = LiveServer(settings_env, tmp_path / "serve.log", with_worker=False)
+    url = f"{server.url}/api/v1/jobs/{finished_job}/checkpoints/checkpoint-2/download"
+    try:
+        with httpx.stream("GET", url, timeout=60) as response:
+            assert response.status_code == 200
+            chunks = response.iter_raw(64 * 1024)
+            received = [next(chunks)]
+            shutil.rmtree(checkpoint)  # what save_total_limit does to an old checkpoint
+            received.extend(chunks)
+    finally:
+        server.stop()
+    assert not checkpoint.exists()
+    assert tar_members(b"".join(received)) == files
+    assert list((get_settings().data_dir / "tmp").iterdir()) == []  # the snapshot went
+
+
+def test_a_normal_download_through_the_snapshot(finished_job, client):
+    checkpoint = get_settings().data_dir / "jobs" / str(finished_job) / "checkpoint-2"
+    files = {p.name: p.read_bytes() for p in checkpoint.iterdir()}
+    response = client.get(f"/api/v1/jobs/{finished_job}/checkpoints/checkpoint-2/download")
+    assert response.status_code == 200 and tar_members(response.content) == files
+    assert (checkpoint / "config.json").stat().st_nlink == 1  # the snapshot's links are gone
+    assert list((get_settings().data_dir / "tmp").iterdir()) == []
+
+
+def test_the_snapshot_copies_where_hard_links_are_refused(tmp_path, monkeypatch):
+    source = tmp_path / "checkpoint-2"
+    source.mkdir()
+    files = fill_checkpoint(source)
+
+    def refuse(*args, **kwargs):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", refuse)
+    blocks = stream_snapshot(source, "ckpt", tmp_path / "scratch")
+    shutil.rmtree(source)
+    assert tar_members(b"".join(blocks)) == files
+    assert list((tmp_path / "scratch").iterdir()) == []
