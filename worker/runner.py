@@ -18,9 +18,8 @@ from app.datasets.models import Dataset
 from app.db import session_scope, utcnow
 from app.jobs import repository
 from app.jobs.models import Job, JobAttempt, JobStatus
+from worker import checkpoints, gpu
 from worker import data as D
-from worker import gpu
-from worker import checkpoints
 from worker.callbacks import metric_values
 from worker.failures import describe_failure
 from worker.reporting import DbReporter, checkpoint_row

@@ -9,9 +9,9 @@ import json
 import math
 from collections import Counter
 from collections.abc import Iterator
-from itertools import islice
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import islice
 from pathlib import Path
 from typing import Any
 

@@ -9,7 +9,6 @@ import httpx
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 
 from tests.fixtures import LiveServer, reset_caches
 
