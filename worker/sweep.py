@@ -16,10 +16,13 @@ import here beyond app.jobs.queue's producer.
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from multiprocessing.synchronize import Event as ProcessEvent
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -168,6 +171,53 @@ class Sweeper:
             except Exception:
                 log.exception("lease sweep failed; retrying in %ss",
                               self.settings.heartbeat_seconds)
+
+
+class SweepProcess:
+    """The periodic sweep in a process of its own, started with spawn.
+
+    Celery forks each job's pool process from the worker's main process. A fork copies only
+    the forking thread: had the sweep run as a thread there, a lock it held at that moment
+    (SQLite's allocator mutex during a query) would stay locked in the child for ever, and
+    the job would hang in its first SQLite call, claim(). Started with spawn, this process
+    shares no lock with the main process, and the main process runs no SQLite thread.
+    """
+
+    def __init__(self, settings: Settings):
+        context = multiprocessing.get_context("spawn")
+        self._stop = context.Event()
+        self._process = context.Process(target=run_periodic, args=(settings, self._stop,
+                                                                   os.getpid()),
+                                        name="tunedeck-sweep", daemon=True)
+
+    def start(self) -> SweepProcess:
+        self._process.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._process.pid is None:
+            return
+        self._process.join(timeout)
+        if self._process.is_alive():
+            self._process.terminate()
+            self._process.join(timeout)
+
+
+def run_periodic(settings: Settings, stop: ProcessEvent, parent: int) -> None:
+    """The sweep process' loop: a pass every TUNEDECK_HEARTBEAT_SECONDS until told to stop or
+    its worker is gone (a SIGKILLed worker cannot tell it)."""
+    logging.basicConfig(level=logging.INFO,
+                        format="[%(asctime)s: %(levelname)s/sweep] %(message)s")
+    sweeper = Sweeper(settings)
+    try:
+        while not stop.wait(settings.heartbeat_seconds) and os.getppid() == parent:
+            try:
+                sweeper.run_once()
+            except Exception:
+                log.exception("lease sweep failed; retrying in %ss", settings.heartbeat_seconds)
+    finally:
+        sweeper.stop()
 
 
 def sweep_once(settings: Settings) -> SweepReport:

@@ -12,10 +12,10 @@ from app.config import get_settings
 from app.jobs import queue
 from worker.celery_app import TRAIN_TASK, celery_app
 from worker.runner import run_job
-from worker.sweep import Sweeper
+from worker.sweep import Sweeper, SweepProcess
 
 log = logging.getLogger(__name__)
-_sweepers: list[Sweeper] = []
+_sweepers: list[SweepProcess] = []
 
 
 @celery_app.task(name=TRAIN_TASK, bind=True, ignore_result=True)
@@ -36,22 +36,24 @@ def freeze_imports(**_) -> None:
 
 @worker_init.connect
 def sweep_at_start(**_) -> None:
-    """Before consuming: hand on jobs of dead workers, re-send what the broker lost."""
+    """Before consuming: hand on jobs of dead workers, re-send what the broker lost. In this
+    thread, before any pool process exists; its engine is disposed before the first fork."""
     sweeper = Sweeper(get_settings())
-    _sweepers.append(sweeper)
     try:
         report = sweeper.run_once(startup=True)
     except Exception:
         log.exception("the start-up sweep failed; the periodic sweep retries")
         return
+    finally:
+        sweeper.stop()
     log.info("start-up sweep: %s", report)
 
 
 @worker_ready.connect
 def start_sweeper(**_) -> None:
-    """Then, in the main process, every TUNEDECK_HEARTBEAT_SECONDS (worker/sweep.py)."""
-    if _sweepers:
-        _sweepers[-1].start()
+    """Then every TUNEDECK_HEARTBEAT_SECONDS, in a spawned process of its own: no thread of
+    the main process may hold a lock when the pool forks (worker/sweep.py SweepProcess)."""
+    _sweepers.append(SweepProcess(get_settings()).start())
 
 
 @worker_shutdown.connect

@@ -81,8 +81,10 @@ def _label_summary(path: str, fmt: str, column: str, max_rows: int, _size: int,
                    _mtime: int) -> dict[str, Any]:
     # A Parquet file of a few hundred KB can declare 100M rows: the work per request is
     # bounded by rows, not by bytes; the answer says how many rows it counted.
-    values = islice(_column_values(Path(path), fmt, column, max_rows), max_rows)
-    counts = Counter(_label_key(v) for v in values)
+    counts = _parquet_counts(Path(path), column, max_rows) if fmt == "parquet" else None
+    if counts is None:
+        values = islice(_column_values(Path(path), fmt, column, max_rows), max_rows)
+        counts = Counter(_label_key(v) for v in values)
     counted = counts.total()
     missing = counts.pop(MISSING, 0)
     top = dict(counts.most_common(TOP_LABELS))
@@ -244,6 +246,30 @@ def _inspect_parquet(path: Path, limits: Limits) -> Table:
     batch = next(parquet.iter_batches(batch_size=PREVIEW_ROWS), None)
     preview = batch.to_pylist()[:PREVIEW_ROWS] if batch is not None else []
     return Table(columns=columns, num_rows=num_rows, preview=clean(preview))
+
+
+def _parquet_counts(path: Path, column: str, max_rows: int) -> Counter | None:
+    """Value counts of the first `max_rows` rows, counted by Arrow (no Python object per row);
+    None for values Arrow cannot count (lists, structs): those are counted one by one."""
+    import pyarrow as pa
+
+    parquet = _parquet_file(path)
+    counts: Counter = Counter()
+    if column not in parquet.schema_arrow.names:
+        return counts
+    left = max_rows
+    for batch in parquet.iter_batches(batch_size=65536, columns=[column]):
+        values = batch.column(0).slice(0, left)
+        try:
+            tally = values.value_counts()
+        except (pa.ArrowException, NotImplementedError):
+            return None
+        for item in tally.to_pylist():
+            counts[_label_key(item["values"])] += item["counts"]
+        left -= len(values)
+        if left <= 0:
+            break
+    return counts
 
 
 def _parquet_column(path: Path, column: str, max_rows: int) -> Iterator[Any]:

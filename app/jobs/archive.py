@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 import queue
 import shutil
-import tempfile
 import tarfile
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path

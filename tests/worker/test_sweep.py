@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from contextlib import contextmanager
 from datetime import timedelta
@@ -21,7 +22,7 @@ from worker.broker import BrokerView, job_id_of
 from worker.celery_app import TRAIN_TASK, make_celery
 from worker.reporting import DbReporter
 from worker.runner import LOST, _finish, claim
-from worker.sweep import Sweeper, sweep_once
+from worker.sweep import Sweeper, SweepProcess, sweep_once
 from worker.training import Outcome
 
 SPEC = {"model": "m", "dataset": {"path": "d", "text_fields": ["text"]}}
@@ -241,3 +242,21 @@ def test_the_redis_view_counts_waiting_and_freshly_taken_messages():
     finally:
         client.flushdb()
         producer.close()
+
+
+def test_the_sweep_process_recovers_leases_and_stops(settings_env):
+    """The periodic sweep runs in a spawned process (no thread in the worker's main process,
+    which forks the job processes); it stops when asked."""
+    settings = get_settings().model_copy(update={"lease_timeout_seconds": 4.0,
+                                                 "heartbeat_seconds": 0.05})
+    job_id = running_job(heartbeat_age=60)
+    process = SweepProcess(settings).start()
+    try:
+        deadline = time.monotonic() + 60
+        while state(job_id)[0].status != JobStatus.queued and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert state(job_id)[0].status == JobStatus.queued
+        assert process._process.pid != os.getpid() and process._process.is_alive()
+    finally:
+        process.stop()
+    assert not process._process.is_alive() and process._process.exitcode == 0
