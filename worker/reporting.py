@@ -112,7 +112,7 @@ class DbReporter:
     def job_fields(self, **fields: Any) -> None:
         """Columns of the job row to set at the next flush (label names, info, ...)."""
         with self._lock:
-            if "info" in fields:
+            if isinstance(fields.get("info"), list):
                 self._info = [*fields["info"], *self._notices]
                 fields["info"] = list(self._info)
             self._fields.update(fields)
