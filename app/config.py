@@ -29,8 +29,8 @@ class Settings(BaseSettings):
     # With auth on, a spec may name local datasets and models only under these (app/paths.py).
     local_roots: str = Field(default="", description="comma-separated directories")
     # Work per upload request: a few KB can hold 100,000 column names or declare 100M rows.
-    max_upload_columns: int = Field(1000, ge=1)
-    max_stats_rows: int = Field(1_000_000, ge=1, description="rows read for value counts")
+    max_upload_columns: int = Field(default=1000, ge=1)
+    max_stats_rows: int = Field(default=1_000_000, ge=1, description="rows read for value counts")
     heartbeat_seconds: float = 5.0
     lease_timeout_seconds: float = 60.0
     max_restarts: int = 3

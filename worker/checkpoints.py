@@ -131,14 +131,14 @@ class DiskSpaceCallback(TrainerCallback):
 
     def on_train_begin(self, args: TrainingArguments, state: TrainerState,
                        control: TrainerControl, model: Any = None, **kwargs: Any) -> None:
-        if model is not None and args.save_strategy != "no":
+        if model is not None and args.output_dir and args.save_strategy != "no":
             self._check(Path(args.output_dir), expected_checkpoint_bytes(model),
                         "a checkpoint (weights and optimizer states)")
 
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                 **kwargs: Any) -> None:
-        saved = Path(args.output_dir) / f"{PREFIX}{state.global_step}"
-        if saved.is_dir():
+        saved = Path(args.output_dir or ".") / f"{PREFIX}{state.global_step}"
+        if args.output_dir and saved.is_dir():
             self._check(saved.parent, dir_size(saved), f"the next checkpoint (as {saved.name})")
 
     def _check(self, where: Path, needed: int, what: str) -> None:
