@@ -17,6 +17,7 @@ import uvicorn
 from app.auth import cli as token_cli
 from app.config import get_settings
 from app.migrate import upgrade
+from app.security import WILDCARD_BINDS, allowed_hosts
 
 SWEEP_TIMEOUT = 120.0
 
@@ -31,9 +32,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     upgrade(settings.db_url)
     host = args.host or settings.host
     port = args.port or settings.port
-    if problem := token_cli.exposure_problem(host):
+    if problem := token_cli.exposure_problem(host) or token_cli.key_problem():
         print(f"error: {problem}", file=sys.stderr)
         return 2
+    _tell_the_app_its_host(host)
     # An embedded worker sweeps itself when it starts; without one, a child process does.
     worker = _start_sweep() if args.no_worker else _start_embedded_worker()
     # uvicorn re-raises SIGTERM after its graceful shutdown; make that an exception so the
@@ -45,6 +47,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         _stop_child(worker)
     return 0
+
+
+def _tell_the_app_its_host(host: str) -> None:
+    """The web processes read the bind address from TUNEDECK_HOST (app/security.py checks
+    the Host header against it); uvicorn's worker processes inherit the environment."""
+    os.environ["TUNEDECK_HOST"] = host
+    get_settings.cache_clear()
+    settings = get_settings()
+    if host.strip().lower() in WILDCARD_BINDS and not settings.allowed_host_list:
+        hosts = sorted(allowed_hosts(settings) or ())
+        print(f"tunedeck: answering only to Host names {', '.join(hosts)}; set "
+              "TUNEDECK_ALLOWED_HOSTS to the names clients use to reach this server",
+              file=sys.stderr)
 
 
 def _start_sweep() -> subprocess.Popen:
