@@ -93,18 +93,32 @@ def get_metrics(
                                  names=name)
 
 
-@router.get("/{job_id}/events", responses={**ERRORS, 200: {
-    "content": {"text/event-stream": {}},
-    "description": "Server-sent events: metric, status, progress, end"}})
+MAX_EVENT_ID = 2**62
+
+
+def parse_last_event_id(value: str | None) -> int:
+    """The Last-Event-ID header as a cursor: 0 when absent or blank, else a decimal id of at
+    most MAX_EVENT_ID; anything else is a 400 (a browser only sends back ids we sent)."""
+    text = (value or "").strip()
+    if not text:
+        return 0
+    if len(text) > 19 or not (text.isascii() and text.isdigit()) or int(text) > MAX_EVENT_ID:
+        raise HTTPException(400, "Last-Event-ID must be an event id this server sent: a "
+                                 f"decimal number from 0 to {MAX_EVENT_ID}")
+    return int(text)
+
+
+@router.get("/{job_id}/events", responses={
+    **ERRORS, 400: error("A malformed Last-Event-ID header"), 200: {
+        "content": {"text/event-stream": {}},
+        "description": "Server-sent events: metric, status, progress, end"}})
 def stream_events(
     job: JobDep,
     settings: SettingsDep,
-    after: Annotated[int | None, Query(ge=0, le=2**62)] = None,
+    after: Annotated[int | None, Query(ge=0, le=MAX_EVENT_ID)] = None,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
-    cursor = after or 0
-    if last_event_id and last_event_id.strip().isdigit():
-        cursor = max(cursor, int(last_event_id.strip()))
+    cursor = max(after or 0, parse_last_event_id(last_event_id))
     return StreamingResponse(
         job_events(job.id, cursor, settings.sse_poll_seconds),
         media_type="text/event-stream",
