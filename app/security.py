@@ -21,6 +21,7 @@ UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # A random value per browser that anonymous CSRF tokens are bound to (app/auth/deps.py sets
 # scope["state"]["csrf_cookie"] when it made one; SiteGuard sends it).
 CSRF_COOKIE = "tunedeck_csrf"
+NO_PAGES = ("/api/", "/static/", "/healthz")  # never render a CSRF token: no cookie to send
 
 
 def allowed_hosts(settings: Settings) -> frozenset[str] | None:
@@ -59,29 +60,32 @@ class SiteGuard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            problem = self.problem(scope)
+            host = origin = fetch_site = cookie = b""
+            for name, value in scope["headers"]:
+                if name == b"host":
+                    host = value
+                elif name == b"origin":
+                    origin = value
+                elif name == b"sec-fetch-site":
+                    fetch_site = value
+                elif name == b"cookie":
+                    cookie = value
+            problem = self.problem(scope["method"], host, origin, fetch_site)
             if problem is not None:
                 await _refuse(send, *problem)
                 return
-            if not _has_csrf_cookie(scope):
+            if b"tunedeck_csrf=" not in cookie and not scope["path"].startswith(NO_PAGES):
                 send = _sending_csrf_cookie(scope, send)
         await self.app(scope, receive, send)
 
-    def problem(self, scope: Scope) -> tuple[int, str] | None:
+    def problem(self, method: str, host: bytes, origin: bytes,
+                fetch_site: bytes) -> tuple[int, str] | None:
         """(status, detail) when the request must be refused, else None."""
-        host = origin = fetch_site = b""
-        for name, value in scope["headers"]:
-            if name == b"host":
-                host = value
-            elif name == b"origin":
-                origin = value
-            elif name == b"sec-fetch-site":
-                fetch_site = value
-        text = host.decode("latin-1")
-        if self.hosts is not None and host_name(text) not in self.hosts:
-            return 400, (f"Host {host_name(text)[:100]!r} is not one this server answers to: "
+        name = host_name(host.decode("latin-1"))
+        if self.hosts is not None and name not in self.hosts:
+            return 400, (f"Host {name[:100]!r} is not one this server answers to: "
                          "add it to TUNEDECK_ALLOWED_HOSTS (comma-separated)")
-        if scope["method"] not in UNSAFE_METHODS:
+        if method not in UNSAFE_METHODS:
             return None
         if fetch_site == b"cross-site" or (origin and not _same_origin(origin, host)):
             return 403, "cross-site request refused: send it from this server's own pages"
@@ -92,11 +96,6 @@ def _same_origin(origin: bytes, host: bytes) -> bool:
     """Whether Origin (scheme://host[:port]) names the Host the request was sent to."""
     _, sep, netloc = origin.lower().partition(b"://")
     return bool(sep) and netloc == host.lower()
-
-
-def _has_csrf_cookie(scope: Scope) -> bool:
-    return any(name == b"cookie" and b"tunedeck_csrf=" in value
-               for name, value in scope["headers"])
 
 
 def _sending_csrf_cookie(scope: Scope, send: Send) -> Send:

@@ -14,6 +14,7 @@ from app.auth import service
 from app.auth.cli import exposure_problem
 from app.config import Settings, get_settings
 from app.db import session_scope
+from app.jobs.api import parse_last_event_id
 from app.main import create_app
 from app.security import allowed_hosts, host_name
 from tests.app.conftest import TOKEN
@@ -270,21 +271,35 @@ def test_a_new_key_is_written_whole_and_an_existing_one_kept(settings_env):
 # ---------------------------------------------------------------- Last-Event-ID
 
 
-@pytest.mark.parametrize("value", ["²", "1" * 5000, "-1", "1e3", str(2**62 + 1)])
-def test_a_malformed_last_event_id_is_a_400(client, finished_job, value):
-    response = client.get(f"/api/v1/jobs/{finished_job}/events",
-                          headers={"Last-Event-ID": value.encode("latin-1")})
-    assert response.status_code == 400
-    assert "Last-Event-ID" in response.json()["detail"]
-    assert len(response.text) < 300  # the value is not echoed
+def metric_events(client: TestClient, job_id: int, last_event_id: bytes) -> int:
+    with client.stream("GET", f"/api/v1/jobs/{job_id}/events",
+                       headers={"Last-Event-ID": last_event_id}) as response:
+        assert response.status_code == 200
+        body = response.read().decode()
+    assert "event: end" in body
+    return body.count("event: metric")
 
 
-def test_a_blank_or_valid_last_event_id_streams(client, finished_job):
-    for value in ("", " 3 ", str(2**62)):
-        with client.stream("GET", f"/api/v1/jobs/{finished_job}/events",
-                           headers={"Last-Event-ID": value}) as response:
-            assert response.status_code == 200
-            assert "event: end" in response.read().decode()
+@pytest.mark.parametrize("value", ["²", "1" * 5000, "-1", "1e3", str(2**62 + 1), "", " "])
+def test_a_malformed_last_event_id_is_ignored(client, finished_job, value):
+    """Not a 500: the stream replays from the start, as for no header at all."""
+    assert metric_events(client, finished_job, value.encode("latin-1")) == 5
+
+
+@pytest.mark.parametrize(("value", "cursor"), [
+    ("²", 0), ("١٢", 0), ("1" * 5000, 0), ("12", 12), (" 7 ", 7), (None, 0),
+    (str(2**62), 2**62), (str(2**62 + 1), 0)])
+def test_parse_last_event_id(value, cursor):
+    """TestClient re-encodes a raw b"\\xb2" header as UTF-8, so "²" (isdigit() but not int())
+    reaches the route only from a real client: checked here on the parser itself."""
+    assert parse_last_event_id(value) == cursor
+
+
+def test_a_valid_last_event_id_resumes(client, finished_job):
+    with client.stream("GET", f"/api/v1/jobs/{finished_job}/events") as response:
+        ids = [int(line[4:]) for line in response.iter_lines() if line.startswith("id: ")]
+    assert metric_events(client, finished_job, f" {ids[2]} ".encode()) == 2
+    assert metric_events(client, finished_job, str(2**62).encode()) == 0
 
 
 # ---------------------------------------------------------------- token length
