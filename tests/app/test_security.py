@@ -2,9 +2,12 @@
 limits, the signing key, Last-Event-ID and token length for a network bind."""
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import sys
+import time
 
 import httpx
 import pytest
@@ -136,6 +139,38 @@ def test_a_real_server_refuses_rebinding_and_cross_site(settings_env, tmp_path):
         server.stop()
 
 
+def test_serve_on_a_wildcard_address_answers_its_host_name_only(settings_env, tmp_path):
+    """serve passes --host to its web processes: 0.0.0.0 adds the machine's name, not "any"."""
+    import socket
+
+    port = free_port()
+    env = {k: v for k, v in settings_env.items() if k != "TUNEDECK_ALLOWED_HOSTS"}
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "serve", "--host", "0.0.0.0", "--port", str(port),
+             "--no-worker", "--log-level", "warning"],
+            cwd=REPO, env=child_env({**env, "TUNEDECK_API_TOKENS": TOKEN}), stdout=out,
+            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}/healthz"
+        for _ in range(300):
+            try:
+                if httpx.get(url, timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert process.poll() is None, log.read_text()
+            time.sleep(0.2)
+        own = httpx.get(url, headers={"Host": f"{socket.gethostname()}:{port}"})
+        assert own.status_code == 200
+        assert httpx.get(url, headers={"Host": f"attacker.example:{port}"}).status_code == 400
+        assert "set TUNEDECK_ALLOWED_HOSTS" in log.read_text()
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+
+
 # ---------------------------------------------------------------- sessions and CSRF
 
 
@@ -254,6 +289,16 @@ def test_a_short_secret_key_setting_is_refused(settings_env, monkeypatch):
     monkeypatch.setenv("TUNEDECK_SECRET_KEY", "x" * 32)
     reset_caches()
     assert service.secret_key(get_settings()) == b"x" * 32
+
+
+def test_processes_starting_together_share_one_key(settings_env):
+    """Each links its own fully written key into place or, finding one there, uses it."""
+    code = ("from app.auth import service; from app.config import get_settings; "
+            "print(service.secret_key(get_settings()).decode())")
+    starts = [subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=child_env(settings_env),
+                               stdout=subprocess.PIPE, text=True) for _ in range(4)]
+    keys = {process.communicate(timeout=60)[0].strip() for process in starts}
+    assert len(keys) == 1 and len(keys.pop()) >= 32
 
 
 def test_a_new_key_is_written_whole_and_an_existing_one_kept(settings_env):
