@@ -33,17 +33,24 @@ def allowed_hosts(settings: Settings) -> frozenset[str] | None:
     configured = settings.allowed_host_list
     if "*" in configured:
         return None
-    names = {*LOOPBACK_NAMES, *configured}
+    names = {*LOOPBACK_NAMES, *map(_as_host_header, configured)}
     bind = settings.host.strip().lower()
     if bind not in WILDCARD_BINDS:
-        names.add(f"[{bind}]" if ":" in bind and not bind.startswith("[") else bind)
+        names.add(_as_host_header(bind))
     elif not configured:
         names.update({socket.gethostname().lower(), socket.getfqdn().lower()})
     return frozenset(name.rstrip(".") for name in names)
 
 
+def _as_host_header(name: str) -> str:
+    """A configured name as host_name() reads it from a Host header: IPv6 in brackets."""
+    if name.count(":") > 1 and not name.startswith("["):
+        return f"[{name}]"
+    return host_name(name)
+
+
 def host_name(host: str) -> str:
-    """"example.com:8000" -> "example.com", "[::1]:8000" -> "[::1]", lower case."""
+    """The name in a Host header, lower case, without the port: example.com, [::1]."""
     host = host.lower()
     if host.startswith("["):
         return host.partition("]")[0] + "]"

@@ -109,8 +109,9 @@ def test_allowed_hosts_defaults(settings_env, monkeypatch):
     wildcard = allowed_hosts(settings_for(monkeypatch, host="0.0.0.0"))
     import socket
     assert wildcard == loopback | {socket.gethostname().lower(), socket.getfqdn().lower()}
-    named = allowed_hosts(settings_for(monkeypatch, host="::", allowed_hosts="Deck.Example, x"))
-    assert named == loopback | {"deck.example", "x"}
+    named = allowed_hosts(settings_for(monkeypatch, host="::",
+                                       allowed_hosts="Deck.Example, x:8000, fd00::7,[fd00::8]"))
+    assert named == loopback | {"deck.example", "x", "[fd00::7]", "[fd00::8]"}
     assert allowed_hosts(settings_for(monkeypatch, allowed_hosts="*")) is None
 
 
