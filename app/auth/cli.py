@@ -91,9 +91,12 @@ def exposure_problem(host: str) -> str | None:
 
 
 def key_problem() -> str | None:
-    """Why the signing key is unusable (empty or short; see service.secret_key), or None."""
+    """Why the signing key is unusable (empty, short, or cannot be written: a full disk), or
+    None. Also writes a missing key now, before several web processes race to."""
     try:
         service.secret_key(get_settings())
     except service.WeakSecretKey as exc:
         return f"refusing to start: {exc}"
+    except OSError as exc:
+        return f"refusing to start: could not read or write the secret key: {exc}"
     return None

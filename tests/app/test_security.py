@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.auth import service
-from app.auth.cli import exposure_problem
+from app.auth.cli import exposure_problem, key_problem
 from app.config import Settings, get_settings
 from app.db import session_scope
 from app.jobs.api import parse_last_event_id
@@ -280,6 +280,13 @@ def test_an_empty_key_file_is_refused_with_what_to_do(settings_env):
         check=False)
     assert result.returncode == 2
     assert "secret_key holds 0 bytes" in result.stderr and "Delete the file" in result.stderr
+
+
+def test_an_unreadable_key_stops_serve_with_a_message(settings_env):
+    (get_settings().data_dir / "secret_key").mkdir()  # stands in for any OSError (EIO, ENOSPC)
+    service._stored_key.cache_clear()
+    problem = key_problem()
+    assert problem is not None and "could not read or write the secret key" in problem
 
 
 def test_a_short_secret_key_setting_is_refused(settings_env, monkeypatch):
