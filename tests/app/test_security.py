@@ -8,21 +8,34 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from app import db
 from app.auth import service
 from app.auth.cli import exposure_problem, key_problem
 from app.config import Settings, get_settings
 from app.db import session_scope
 from app.jobs.api import parse_last_event_id
 from app.main import create_app
+from app.migrate import upgrade
 from app.security import allowed_hosts, host_name
 from tests.app.conftest import TOKEN
 from tests.app.factories import make_job
-from tests.fixtures import REPO, LiveServer, child_env, free_port, reset_caches
+from tests.fixtures import (
+    REPO,
+    LiveServer,
+    child_env,
+    drop_postgres_database,
+    free_port,
+    fresh_postgres_database,
+    postgres_available,
+    reset_caches,
+    service_missing,
+)
 
 EVIL = {"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"}
 
@@ -198,6 +211,34 @@ def test_a_cookie_replayed_after_logout_is_refused(anon_client):
     assert anon_client.get("/api/v1/jobs").status_code == 401
     page = anon_client.get("/jobs", follow_redirects=False)
     assert page.status_code == 303 and page.headers["location"].startswith("/login")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def dialect(request, auth_on, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Auth on, against a freshly migrated database of each dialect (web_sessions' queries)."""
+    url = None
+    if request.param == "postgresql":
+        if not postgres_available():
+            service_missing("PostgreSQL is not reachable at 127.0.0.1:5432")
+        url = fresh_postgres_database()
+        monkeypatch.setenv("TUNEDECK_DATABASE_URL", url)
+        reset_caches()
+        upgrade(url)
+    yield request.param
+    db.get_engine().dispose()
+    db.get_read_engine().dispose()
+    reset_caches()
+    if url:
+        drop_postgres_database(url)
+
+
+def test_logout_ends_the_session_on_each_database(dialect):
+    with TestClient(create_app()) as c:
+        cookie = login(c)
+        assert c.get("/api/v1/jobs").status_code == 200
+        c.post("/logout", data={"csrf_token": page_csrf(c, "/jobs/new")})
+        c.cookies.set("tunedeck_session", cookie)
+        assert c.get("/api/v1/jobs").status_code == 401
 
 
 def test_revoking_a_token_ends_its_sessions(client):
