@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -120,7 +121,6 @@ def test_allowed_hosts_defaults(settings_env, monkeypatch):
     assert allowed_hosts(settings_for(monkeypatch, host="10.0.0.5")) == loopback | {"10.0.0.5"}
     assert allowed_hosts(settings_for(monkeypatch, host="fd00::5")) == loopback | {"[fd00::5]"}
     wildcard = allowed_hosts(settings_for(monkeypatch, host="0.0.0.0"))
-    import socket
     assert wildcard == loopback | {socket.gethostname().lower(), socket.getfqdn().lower()}
     named = allowed_hosts(settings_for(monkeypatch, host="::",
                                        allowed_hosts="Deck.Example, x:8000, fd00::7,[fd00::8]"))
@@ -155,8 +155,6 @@ def test_a_real_server_refuses_rebinding_and_cross_site(settings_env, tmp_path):
 
 def test_serve_on_a_wildcard_address_answers_its_host_name_only(settings_env, tmp_path):
     """serve passes --host to its web processes: 0.0.0.0 adds the machine's name, not "any"."""
-    import socket
-
     port = free_port()
     env = {k: v for k, v in settings_env.items() if k != "TUNEDECK_ALLOWED_HOSTS"}
     log = tmp_path / "serve.log"
