@@ -28,7 +28,7 @@ class Settings(BaseSettings):
     # Host names clients reach this server by (app/security.py); "*" allows any.
     allowed_hosts: str = Field(default="", description="comma-separated Host names")
     # Wrong tokens (bearer or login form) per client address a minute, then 429 (in-process).
-    auth_failures_per_minute: int = Field(10, ge=1)
+    auth_failures_per_minute: int = Field(default=10, ge=1)
     max_upload_mb: int = 200
     # With auth on, a spec may name local datasets and models only under these (app/paths.py).
     local_roots: str = Field(default="", description="comma-separated directories")
