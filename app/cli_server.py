@@ -17,7 +17,7 @@ import uvicorn
 from app.auth import cli as token_cli
 from app.config import get_settings
 from app.migrate import upgrade
-from app.security import WILDCARD_BINDS, allowed_hosts
+from app.security import WILDCARD_BINDS
 
 SWEEP_TIMEOUT = 120.0
 
@@ -35,7 +35,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if problem := token_cli.exposure_problem(host) or token_cli.key_problem():
         print(f"error: {problem}", file=sys.stderr)
         return 2
-    _tell_the_app_its_host(host)
+    _name_hosts_notice(host)
     # An embedded worker sweeps itself when it starts; without one, a child process does.
     worker = _start_sweep() if args.no_worker else _start_embedded_worker()
     # uvicorn re-raises SIGTERM after its graceful shutdown; make that an exception so the
@@ -49,16 +49,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _tell_the_app_its_host(host: str) -> None:
-    """The web processes read the bind address from TUNEDECK_HOST (app/security.py checks
-    the Host header against it); uvicorn's worker processes inherit the environment."""
-    os.environ["TUNEDECK_HOST"] = host
-    get_settings.cache_clear()
-    settings = get_settings()
-    if host.strip().lower() in WILDCARD_BINDS and not settings.allowed_host_list:
-        hosts = sorted(allowed_hosts(settings) or ())
-        print(f"tunedeck: answering only to Host names {', '.join(hosts)}; set "
-              "TUNEDECK_ALLOWED_HOSTS to the names clients use to reach this server",
+def _name_hosts_notice(host: str) -> None:
+    """A wildcard bind answers to the box's addresses and loopback names (app/security.py):
+    say so, since clients that use a name get 400 until it is in TUNEDECK_ALLOWED_HOSTS."""
+    if host.strip().lower() in WILDCARD_BINDS and not get_settings().allowed_host_list:
+        print("tunedeck: answering to this machine's IP addresses and localhost; set "
+              "TUNEDECK_ALLOWED_HOSTS to the host names clients use to reach it",
               file=sys.stderr)
 
 

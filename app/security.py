@@ -9,7 +9,6 @@ scripts) are not browsers and pass; bearer tokens guard them when auth is on.
 from __future__ import annotations
 
 import json
-import socket
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -25,10 +24,11 @@ NO_PAGES = ("/api/", "/static/", "/healthz")  # never render a CSRF token: no co
 
 
 def allowed_hosts(settings: Settings) -> frozenset[str] | None:
-    """The Host names (no port) this server answers; None when TUNEDECK_ALLOWED_HOSTS is *.
+    """The Host names (no port) this server answers besides the address a request arrived
+    on (see SiteGuard); None when TUNEDECK_ALLOWED_HOSTS is *.
 
-    Loopback names are always allowed: a rebinding page cannot claim them. A wildcard bind
-    without TUNEDECK_ALLOWED_HOSTS adds only this machine's host name, never "any".
+    Loopback names are always allowed: a rebinding page cannot claim them. Other names (the
+    machine's own included) only from TUNEDECK_HOST or TUNEDECK_ALLOWED_HOSTS, never "any".
     """
     configured = settings.allowed_host_list
     if "*" in configured:
@@ -37,8 +37,6 @@ def allowed_hosts(settings: Settings) -> frozenset[str] | None:
     bind = settings.host.strip().lower()
     if bind not in WILDCARD_BINDS:
         names.add(_as_host_header(bind))
-    elif not configured:
-        names.update({socket.gethostname().lower(), socket.getfqdn().lower()})
     return frozenset(name.rstrip(".") for name in names)
 
 
@@ -77,7 +75,8 @@ class SiteGuard:
                     fetch_site = value
                 elif name == b"cookie":
                     cookie = value
-            problem = self.problem(scope["method"], host, origin, fetch_site)
+            problem = self.problem(scope["method"], host, origin, fetch_site,
+                                   scope.get("server"))
             if problem is not None:
                 await _refuse(send, *problem)
                 return
@@ -85,11 +84,16 @@ class SiteGuard:
                 send = _sending_csrf_cookie(scope, send)
         await self.app(scope, receive, send)
 
-    def problem(self, method: str, host: bytes, origin: bytes,
-                fetch_site: bytes) -> tuple[int, str] | None:
-        """(status, detail) when the request must be refused, else None."""
+    def problem(self, method: str, host: bytes, origin: bytes, fetch_site: bytes,
+                server: tuple[str, int | None] | None) -> tuple[int, str] | None:
+        """(status, detail) when the request must be refused, else None.
+
+        The address the connection reached (ASGI's server) is allowed too: an IP literal of
+        this machine cannot be rebound, so `serve --host 0.0.0.0` answers to each address of
+        the box, but to no name that is not configured.
+        """
         name = host_name(host.decode("latin-1"))
-        if self.hosts is not None and name not in self.hosts:
+        if self.hosts is not None and name not in self.hosts and name != _address(server):
             return 400, (f"Host {name[:100]!r} is not one this server answers to: "
                          "add it to TUNEDECK_ALLOWED_HOSTS (comma-separated)")
         if method not in UNSAFE_METHODS:
@@ -97,6 +101,14 @@ class SiteGuard:
         if fetch_site == b"cross-site" or (origin and not _same_origin(origin, host)):
             return 403, "cross-site request refused: send it from this server's own pages"
         return None
+
+
+def _address(server: tuple[str, int | None] | None) -> str:
+    """The server's address from the ASGI scope, written as a Host header would name it."""
+    if not server or not server[0]:
+        return ""
+    address = server[0].lower().removeprefix("::ffff:")  # IPv4 on a dual-stack socket
+    return f"[{address}]" if ":" in address else address
 
 
 def _same_origin(origin: bytes, host: bytes) -> bool:

@@ -120,8 +120,7 @@ def test_allowed_hosts_defaults(settings_env, monkeypatch):
     assert allowed_hosts(settings_for(monkeypatch)) == loopback
     assert allowed_hosts(settings_for(monkeypatch, host="10.0.0.5")) == loopback | {"10.0.0.5"}
     assert allowed_hosts(settings_for(monkeypatch, host="fd00::5")) == loopback | {"[fd00::5]"}
-    wildcard = allowed_hosts(settings_for(monkeypatch, host="0.0.0.0"))
-    assert wildcard == loopback | {socket.gethostname().lower(), socket.getfqdn().lower()}
+    assert allowed_hosts(settings_for(monkeypatch, host="0.0.0.0")) == loopback
     named = allowed_hosts(settings_for(monkeypatch, host="::",
                                        allowed_hosts="Deck.Example, x:8000, fd00::7,[fd00::8]"))
     assert named == loopback | {"deck.example", "x", "[fd00::7]", "[fd00::8]"}
@@ -153,8 +152,20 @@ def test_a_real_server_refuses_rebinding_and_cross_site(settings_env, tmp_path):
         server.stop()
 
 
-def test_serve_on_a_wildcard_address_answers_its_host_name_only(settings_env, tmp_path):
-    """serve passes --host to its web processes: 0.0.0.0 adds the machine's name, not "any"."""
+def own_address() -> str:
+    """This machine's address on its default route (a UDP connect sends nothing)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("10.255.255.255", 1))
+        return probe.getsockname()[0]
+
+
+def test_serve_on_a_wildcard_address_answers_its_addresses_not_any_name(settings_env,
+                                                                         tmp_path):
+    """0.0.0.0: each IP of the box (the address a request arrived on), localhost, and names
+    only from TUNEDECK_ALLOWED_HOSTS; serve says so when it starts."""
+    address = own_address()
+    if address.startswith("127."):
+        pytest.skip("no address besides loopback on this machine")
     port = free_port()
     env = {k: v for k, v in settings_env.items() if k != "TUNEDECK_ALLOWED_HOSTS"}
     log = tmp_path / "serve.log"
@@ -165,7 +176,7 @@ def test_serve_on_a_wildcard_address_answers_its_host_name_only(settings_env, tm
             cwd=REPO, env=child_env({**env, "TUNEDECK_API_TOKENS": TOKEN}), stdout=out,
             stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        url = f"http://127.0.0.1:{port}/healthz"
+        url = f"http://{address}:{port}/healthz"
         for _ in range(300):
             try:
                 if httpx.get(url, timeout=1).status_code == 200:
@@ -174,9 +185,12 @@ def test_serve_on_a_wildcard_address_answers_its_host_name_only(settings_env, tm
                 pass
             assert process.poll() is None, log.read_text()
             time.sleep(0.2)
-        own = httpx.get(url, headers={"Host": f"{socket.gethostname()}:{port}"})
-        assert own.status_code == 200
-        assert httpx.get(url, headers={"Host": f"attacker.example:{port}"}).status_code == 400
+        assert httpx.get(url).status_code == 200  # Host: <address>:<port>
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+        for name in (socket.gethostname(), "attacker.example"):
+            assert httpx.get(url, headers={"Host": f"{name}:{port}"}).status_code == 400
+        # Another IP literal is refused: only the one this connection reached counts.
+        assert httpx.get(url, headers={"Host": f"10.9.9.9:{port}"}).status_code == 400
         assert "set TUNEDECK_ALLOWED_HOSTS" in log.read_text()
     finally:
         os.killpg(process.pid, signal.SIGTERM)
