@@ -17,6 +17,7 @@ import uvicorn
 from app.auth import cli as token_cli
 from app.config import get_settings
 from app.migrate import upgrade
+from app.security import WILDCARD_BINDS
 
 SWEEP_TIMEOUT = 120.0
 
@@ -31,9 +32,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     upgrade(settings.db_url)
     host = args.host or settings.host
     port = args.port or settings.port
-    if problem := token_cli.exposure_problem(host):
+    if problem := token_cli.exposure_problem(host) or token_cli.key_problem():
         print(f"error: {problem}", file=sys.stderr)
         return 2
+    _name_hosts_notice(host)
     # An embedded worker sweeps itself when it starts; without one, a child process does.
     worker = _start_sweep() if args.no_worker else _start_embedded_worker()
     # uvicorn re-raises SIGTERM after its graceful shutdown; make that an exception so the
@@ -45,6 +47,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         _stop_child(worker)
     return 0
+
+
+def _name_hosts_notice(host: str) -> None:
+    """A wildcard bind answers to the box's addresses and loopback names (app/security.py):
+    say so, since clients that use a name get 400 until it is in TUNEDECK_ALLOWED_HOSTS."""
+    if host.strip().lower() in WILDCARD_BINDS and not get_settings().allowed_host_list:
+        print("tunedeck: answering to this machine's IP addresses and localhost; set "
+              "TUNEDECK_ALLOWED_HOSTS to the host names clients use to reach it",
+              file=sys.stderr)
 
 
 def _start_sweep() -> subprocess.Popen:

@@ -25,6 +25,10 @@ class Settings(BaseSettings):
     # SecretStr: a logged or printed Settings never shows a token.
     api_tokens: SecretStr = Field(default=SecretStr(""), description="comma-separated tokens")
     secret_key: SecretStr | None = Field(default=None, description="signs session cookies")
+    # Host names clients reach this server by (app/security.py); "*" allows any.
+    allowed_hosts: str = Field(default="", description="comma-separated Host names")
+    # Wrong tokens (bearer or login form) per client address a minute, then 429 (in-process).
+    auth_failures_per_minute: int = Field(default=10, ge=1)
     max_upload_mb: int = 200
     # With auth on, a spec may name local datasets and models only under these (app/paths.py).
     local_roots: str = Field(default="", description="comma-separated directories")
@@ -61,6 +65,10 @@ class Settings(BaseSettings):
         """TUNEDECK_LOCAL_ROOTS, each resolved (symlinks and .. followed)."""
         return [Path(p.strip()).expanduser().resolve() for p in self.local_roots.split(",")
                 if p.strip()]
+
+    @property
+    def allowed_host_list(self) -> list[str]:
+        return [h.strip().lower() for h in self.allowed_hosts.split(",") if h.strip()]
 
     @property
     def token_list(self) -> list[str]:

@@ -7,12 +7,15 @@ from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from app.auth.deps import ApiAuth, Csrf, require_page_user
+from app.auth.throttle import FailureLimiter
 from app.auth.views import router as auth_views
+from app.config import get_settings
 from app.datasets.api import router as datasets_api
 from app.jobs.api import router as jobs_api
 from app.jobs.views import router as jobs_views
 from app.limits import BodySizeLimit
 from app.openapi_docs import UNAUTHORIZED
+from app.security import SiteGuard
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
@@ -20,7 +23,9 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 def create_app() -> FastAPI:
     app = FastAPI(title="tunedeck", version="0.1.0",
                   description="Launch and watch Hugging Face fine-tunes.")
+    app.state.auth_failures = FailureLimiter(get_settings().auth_failures_per_minute)
     app.add_middleware(BodySizeLimit)
+    app.add_middleware(SiteGuard)  # the outermost: a foreign Host is refused before anything
     app.include_router(jobs_api, dependencies=[ApiAuth], responses=UNAUTHORIZED)
     app.include_router(datasets_api, dependencies=[ApiAuth], responses=UNAUTHORIZED)
     app.include_router(auth_views)

@@ -1,5 +1,5 @@
 """Every ORM model, imported once so Alembic and the worker see the whole schema."""
-from app.auth.models import ApiToken
+from app.auth.models import ApiToken, WebSession
 from app.datasets.models import Dataset
 from app.db import Base
 from app.jobs.models import (
@@ -14,5 +14,5 @@ from app.jobs.models import (
 
 __all__ = [
     "ApiToken", "Base", "Checkpoint", "Dataset", "Job", "JobAttempt", "JobStatus",
-    "MetricPoint", "MetricTile", "Prediction",
+    "MetricPoint", "MetricTile", "Prediction", "WebSession",
 ]

@@ -89,7 +89,8 @@ def data_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def settings_env(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """Isolated TUNEDECK_* environment on SQLite + the embedded broker, schema migrated."""
-    env = {"TUNEDECK_DATA_DIR": str(data_dir)}
+    # TestClient sends Host: testserver; app/security.py answers only the names it is told.
+    env = {"TUNEDECK_DATA_DIR": str(data_dir), "TUNEDECK_ALLOWED_HOSTS": "testserver"}
     for key in list(os.environ):
         if key.startswith("TUNEDECK_") and key not in ("TUNEDECK_REQUIRE_SERVICES",):
             monkeypatch.delenv(key, raising=False)

@@ -64,11 +64,22 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+# Tokens from `token create` are 46 characters; an env token for a network bind must be long
+# enough not to be guessed at the rate app/auth/throttle.py allows.
+MIN_NETWORK_TOKEN_CHARS = 24
+
+
 def exposure_problem(host: str) -> str | None:
     """Why `serve` must not bind `host` as configured, or None when it may."""
     if service.is_loopback(host):
         return None
     settings = get_settings()
+    if short := [t for t in settings.token_list if len(t) < MIN_NETWORK_TOKEN_CHARS]:
+        return (f"refusing to serve on {host}: TUNEDECK_API_TOKENS holds {len(short)} token(s) "
+                f"shorter than {MIN_NETWORK_TOKEN_CHARS} characters, which anyone who can reach "
+                "this port could guess.\nFix: use long random tokens, e.g. the output of "
+                "python -c 'import secrets; print(secrets.token_urlsafe(32))', or make one with "
+                "`tunedeck token create NAME`.")
     with session_scope() as session:
         if service.auth_enabled(session, settings):
             return None
@@ -77,3 +88,15 @@ def exposure_problem(host: str) -> str | None:
             "Fix: create a token with `tunedeck token create NAME` (then send it as "
             "'Authorization: Bearer <token>'), or set TUNEDECK_API_TOKENS=<token>[,<token>...];"
             "\nor bind to 127.0.0.1 for a single-user setup.")
+
+
+def key_problem() -> str | None:
+    """Why the signing key is unusable (empty, short, or cannot be written: a full disk), or
+    None. Also writes a missing key now, before several web processes race to."""
+    try:
+        service.secret_key(get_settings())
+    except service.WeakSecretKey as exc:
+        return f"refusing to start: {exc}"
+    except OSError as exc:
+        return f"refusing to start: could not read or write the secret key: {exc}"
+    return None

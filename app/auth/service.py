@@ -85,8 +85,7 @@ def api_access(db: Session | Connection, settings: Settings, bearer: str | None,
     if bearer is not None:
         found = check_token(db, settings, bearer)
         return ("wrong", None) if found is None else ("ok", found[1])
-    token_hash = read_session(settings, session_cookie)
-    if token_hash and is_current(db, settings, token_hash):
+    if session_user(db, settings, session_cookie) is not None:
         return "ok", None
     return "missing", None
 
@@ -112,30 +111,88 @@ def revoke_token(session: Session, name: str) -> None:
     row = repository.by_name(session, name)
     if row is None:
         raise NotFound(f"no token named {name!r}")
+    repository.end_sessions_of(session, row.token_hash)
     session.delete(row)
     session.flush()
 
 
-# ---------------------------------------------------------------- signing
+# ---------------------------------------------------------------- the signing key
+
+MIN_KEY_BYTES = 32
+
+
+class WeakSecretKey(RuntimeError):
+    """The signing key is empty or short: nothing may be signed with it."""
 
 
 def secret_key(settings: Settings) -> bytes:
-    """TUNEDECK_SECRET_KEY, else a random key kept in data_dir/secret_key (mode 0600)."""
+    """TUNEDECK_SECRET_KEY, else a random key kept in data_dir/secret_key (mode 0600).
+
+    An empty TUNEDECK_SECRET_KEY means "use the file" (.env.example ships it empty). A key of
+    under MIN_KEY_BYTES raises WeakSecretKey: `serve` refuses to start, and a request that
+    would sign with it fails instead of signing with a guessable key.
+    """
     if settings.secret_key:
-        return settings.secret_key.get_secret_value().encode()
+        key = settings.secret_key.get_secret_value().encode()
+        if len(key) < MIN_KEY_BYTES:
+            raise WeakSecretKey(
+                f"TUNEDECK_SECRET_KEY is {len(key)} bytes; it needs at least {MIN_KEY_BYTES}. "
+                f"{_MAKE_KEY}, or leave it empty to use a generated key in the data dir.")
+        return key
     return _stored_key(str(settings.data_dir.resolve()))
+
+
+_MAKE_KEY = ("Set TUNEDECK_SECRET_KEY to a random value, e.g. the output of "
+             "python -c 'import secrets; print(secrets.token_urlsafe(48))'")
 
 
 @lru_cache
 def _stored_key(data_dir: str) -> bytes:
     path = Path(data_dir) / "secret_key"
+    if not path.exists():
+        _write_new_key(path)
+    key = path.read_bytes().strip()
+    if len(key) < MIN_KEY_BYTES:
+        raise WeakSecretKey(
+            f"{path} holds {len(key)} bytes; a secret key needs at least {MIN_KEY_BYTES} (a disk "
+            "that filled up can leave it empty). Delete the file and tunedeck writes a new one "
+            f"(browsers then log in again); or: {_MAKE_KEY}.")
+    return key
+
+
+def _write_new_key(path: Path) -> None:
+    """A new key, all or nothing: written and fsynced under a temporary name, then linked.
+
+    os.link, not os.replace: it fails when another process (a second web worker starting at
+    the same time) linked its key first, and then both use the one on disk.
+    """
+    tmp = path.with_name(f".secret_key.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_bytes().strip()
-    with os.fdopen(fd, "wb") as f:
-        f.write(secrets.token_urlsafe(48).encode())
-    return path.read_bytes().strip()
+        with os.fdopen(fd, "wb") as f:
+            f.write(secrets.token_urlsafe(48).encode())
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return
+        _fsync_dir(path.parent)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------- cookies and CSRF tokens
+# A hand-written HMAC-SHA256 rather than itsdangerous: it is not among the web process's
+# dependencies, and these ~20 lines (sign, constant-time check, expiry) are all we would use.
 
 
 def _b64(data: bytes) -> str:
@@ -150,15 +207,19 @@ def _sign(key: bytes, purpose: str, payload: str) -> str:
     return _b64(hmac.new(key, f"{purpose}|{payload}".encode(), hashlib.sha256).digest())
 
 
-def make_session(settings: Settings, token_hash: str) -> str:
-    """A signed cookie value naming the token used to log in, valid SESSION_SECONDS."""
-    body = {"t": token_hash, "exp": int(time.time()) + SESSION_SECONDS}
+def make_session(session: Session, settings: Settings, token_hash: str) -> str:
+    """A new web session row and its signed cookie value, valid SESSION_SECONDS."""
+    session_id = secrets.token_urlsafe(32)
+    expires = int(time.time()) + SESSION_SECONDS
+    repository.add_session(session, session_id, token_hash,
+                           utcnow() + timedelta(seconds=SESSION_SECONDS), utcnow())
+    body = {"s": session_id, "exp": expires}
     payload = _b64(json.dumps(body, separators=(",", ":")).encode())
     return f"{payload}.{_sign(secret_key(settings), 'session', payload)}"
 
 
 def read_session(settings: Settings, value: str | None) -> str | None:
-    """The token hash in a valid, unexpired session cookie, else None."""
+    """The session id in a validly signed, unexpired cookie, else None (no database)."""
     payload, _, signature = (value or "").partition(".")
     expected = _sign(secret_key(settings), "session", payload)
     if not payload or not _same(signature, expected):
@@ -167,18 +228,41 @@ def read_session(settings: Settings, value: str | None) -> str | None:
         body = json.loads(_unb64(payload))
     except ValueError:
         return None
-    if not isinstance(body, dict) or not isinstance(body.get("t"), str):
+    if not isinstance(body, dict) or not isinstance(body.get("s"), str):
         return None
-    return body["t"] if body.get("exp", 0) > time.time() else None
+    return body["s"] if body.get("exp", 0) > time.time() else None
 
 
-def csrf_token(settings: Settings, session_cookie: str | None) -> str:
-    """Bound to the session cookie (or, when auth is off, to this server's secret key)."""
-    return _sign(secret_key(settings), "csrf", session_cookie or "")
+def session_user(db: Session | Connection, settings: Settings,
+                 value: str | None) -> str | None:
+    """The token hash behind a session cookie, while the session is live (not logged out,
+    not expired) and its token still exists (revoking a token ends its sessions)."""
+    session_id = read_session(settings, value)
+    if session_id is None:
+        return None
+    token_hash = repository.live_session(db, session_id, utcnow())
+    if token_hash is None or not is_current(db, settings, token_hash):
+        return None
+    return token_hash
 
 
-def csrf_ok(settings: Settings, session_cookie: str | None, presented: str | None) -> bool:
-    return bool(presented) and _same(presented or "", csrf_token(settings, session_cookie))
+def end_session(session: Session, settings: Settings, value: str | None) -> None:
+    """Logout: the cookie's session row goes, so a copy of the cookie is worthless."""
+    session_id = read_session(settings, value)
+    if session_id is not None:
+        repository.end_session(session, session_id)
+
+
+def csrf_token(settings: Settings, binding: str) -> str:
+    """Bound to the session cookie ("s:<cookie>") or a browser's own random CSRF cookie
+    ("a:<value>"), so a token is worth nothing to another browser."""
+    return _sign(secret_key(settings), "csrf", binding)
+
+
+def csrf_ok(settings: Settings, binding: str | None, presented: str | None) -> bool:
+    if not binding or not presented:
+        return False
+    return _same(presented, csrf_token(settings, binding))
 
 
 def _same(a: str, b: str) -> bool:

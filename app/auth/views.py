@@ -7,7 +7,13 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from app.auth import service
-from app.auth.deps import SESSION_COOKIE, Csrf, csrf_token
+from app.auth.deps import (
+    SESSION_COOKIE,
+    Csrf,
+    csrf_token,
+    failed_attempt,
+    refuse_while_throttled,
+)
 from app.deps import SessionDep, SettingsDep
 from app.templating import templates
 
@@ -40,18 +46,21 @@ def login(
     token: Annotated[str, Form(max_length=500)],
     next: Annotated[str, Form(max_length=2000)] = "/",
 ) -> Response:
+    refuse_while_throttled(request)
     token_hash = service.identify(session, settings, token.strip())
     if token_hash is None:
+        failed_attempt(request)
         return login_page(request, next, "That token is not valid.", status=401)
     response = RedirectResponse(safe_next(next), status_code=303)
-    response.set_cookie(SESSION_COOKIE, service.make_session(settings, token_hash),
+    response.set_cookie(SESSION_COOKIE, service.make_session(session, settings, token_hash),
                         max_age=service.SESSION_SECONDS, httponly=True, samesite="lax",
                         secure=request.url.scheme == "https")
     return response
 
 
 @router.post("/logout", dependencies=[Csrf])
-def logout() -> Response:
+def logout(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
+    service.end_session(session, settings, request.cookies.get(SESSION_COOKIE))
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE)
     return response

@@ -93,18 +93,30 @@ def get_metrics(
                                  names=name)
 
 
+MAX_EVENT_ID = 2**62
+
+
+def parse_last_event_id(value: str | None) -> int:
+    """The Last-Event-ID header as a cursor; 0 (replay from the start) unless it is a decimal
+    id of at most MAX_EVENT_ID. Garbage is ignored rather than refused: a browser only sends
+    back ids we sent, and a client that resumes from the start loses nothing."""
+    text = (value or "").strip()
+    if len(text) > 19 or not (text.isascii() and text.isdigit()):  # "²".isdigit() is True
+        return 0
+    cursor = int(text)
+    return cursor if cursor <= MAX_EVENT_ID else 0
+
+
 @router.get("/{job_id}/events", responses={**ERRORS, 200: {
     "content": {"text/event-stream": {}},
     "description": "Server-sent events: metric, status, progress, end"}})
 def stream_events(
     job: JobDep,
     settings: SettingsDep,
-    after: Annotated[int | None, Query(ge=0, le=2**62)] = None,
+    after: Annotated[int | None, Query(ge=0, le=MAX_EVENT_ID)] = None,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
-    cursor = after or 0
-    if last_event_id and last_event_id.strip().isdigit():
-        cursor = max(cursor, int(last_event_id.strip()))
+    cursor = max(after or 0, parse_last_event_id(last_event_id))
     return StreamingResponse(
         job_events(job.id, cursor, settings.sse_poll_seconds),
         media_type="text/event-stream",
