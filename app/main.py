@@ -10,6 +10,7 @@ from app.auth.deps import ApiAuth, Csrf, require_page_user
 from app.auth.views import router as auth_views
 from app.datasets.api import router as datasets_api
 from app.jobs.api import router as jobs_api
+from app.jobs.events import lifespan as event_streams
 from app.jobs.views import router as jobs_views
 from app.limits import BodySizeLimit
 from app.openapi_docs import UNAUTHORIZED
@@ -19,7 +20,7 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 def create_app() -> FastAPI:
     app = FastAPI(title="tunedeck", version="0.1.0",
-                  description="Launch and watch Hugging Face fine-tunes.")
+                  description="Launch and watch Hugging Face fine-tunes.", lifespan=event_streams)
     app.add_middleware(BodySizeLimit)
     app.include_router(jobs_api, dependencies=[ApiAuth], responses=UNAUTHORIZED)
     app.include_router(datasets_api, dependencies=[ApiAuth], responses=UNAUTHORIZED)
