@@ -208,7 +208,7 @@ def train_once(server: Server, spec: dict, watchers: int) -> float:
                 url = f"{server.url}/api/v1/jobs/{job_id}/events"
                 await asyncio.gather(*(drain(client, url, opened) for _ in range(watchers)))
 
-        reader = threading.Thread(target=asyncio.run, args=(watch_all(),), daemon=True)
+        reader = threading.Thread(target=lambda: asyncio.run(watch_all()), daemon=True)
         if watchers:
             reader.start()
         deadline = time.monotonic() + 900
@@ -219,7 +219,8 @@ def train_once(server: Server, spec: dict, watchers: int) -> float:
             time.sleep(0.5)
         if job["status"] != "succeeded":
             raise RuntimeError(f"training job {job_id} {job['status']}: {job.get('error')}")
-        reader.join(30)
+        if watchers:
+            reader.join(30)
         metrics = api.get(f"/jobs/{job_id}/metrics",
                           params={"name": "train/train_samples_per_second"}).json()
     series = metrics["series"]["train/train_samples_per_second"]

@@ -22,7 +22,7 @@ from anyio import to_thread
 
 from app.db import session_scope
 from app.jobs import repository
-from app.jobs.models import JobStatus
+from app.jobs.models import Job, JobStatus, MetricPoint
 from app.jobs.service import progress_of
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ class Subscriber:
         self.wake.set()
 
 
-def _snapshot(job) -> dict:
+def _snapshot(job: Job) -> dict:
     return {
         "status": job.status,
         "progress": progress_of(job).model_dump(mode="json"),
@@ -85,7 +85,7 @@ def _snapshot(job) -> dict:
     }
 
 
-def _point(p) -> dict:
+def _point(p: MetricPoint) -> dict:
     return {"id": p.id, "name": p.name, "step": p.step, "value": p.value, "epoch": p.epoch}
 
 
@@ -261,6 +261,8 @@ class StreamHub:
                 break
             sub.cursor = points[-1]["id"]
             yield "".join(self.format("metric", p, p["id"]) for p in points)
+        if sub.closed:
+            return  # cut off during its replay: its live items would leave a gap
         if sub.joined is None:
             yield self.format("end", {"reason": "job deleted"}, sub.cursor)
             return

@@ -294,3 +294,28 @@ def test_a_subscriber_that_falls_behind_is_ended_and_resumes(settings_env, monke
 
 def test_the_setting_has_a_default_per_process(settings_env):
     assert get_settings().max_streams == 100
+
+
+def test_a_subscriber_cut_off_during_its_replay_leaves_no_gap(settings_env, monkeypatch):
+    """Live points that pile up while a client reads its history slowly end the stream; what
+    it got is still a gapless prefix (no live points after a cut-short replay)."""
+    monkeypatch.setattr(streams, "BATCH", 3)
+    monkeypatch.setattr(streams, "MAX_BACKLOG", 4)
+    job_id = make_job(JobStatus.running)
+    history = write_points(job_id, range(1, 31))
+
+    async def main() -> tuple[str, list[int]]:
+        hub = streams.StreamHub(10, 0.05, format_event)
+        events = hub.stream(job_id, 0)
+        assert (await anext(events)).startswith("retry")
+        first = await anext(events)  # one replay chunk, then the client stalls
+        live = await asyncio.to_thread(write_points, job_id, range(31, 41), 0.02)
+        await asyncio.sleep(0.5)  # the feed's polls fill this subscriber's backlog
+        rest = "".join([chunk async for chunk in events])
+        return first + rest, live
+
+    text, live = asyncio.run(main())
+    got = [e.data["id"] for e in parse_sse(iter(text.splitlines())) if e.event == "metric"]
+    everything = history + live
+    assert got == everything[:len(got)] and len(got) < len(everything)
+    assert "event: end" not in text
