@@ -6,10 +6,11 @@ sse-starlette, on purpose:
   same text goes to every subscriber as one write. FastAPI's SSE path runs each yielded item
   through a pydantic `ServerSentEvent` and `jsonable_encoder`, per subscriber, with two extra
   tasks and two memory streams per stream: the per-watcher CPU this module exists to cut.
-- Neither ends a stream at server shutdown in a way tunedeck can rely on (FastAPI's does not
-  try; sse-starlette would be a new dependency for it), and neither knows the resumable cursor:
-  `id:` on every event, `Last-Event-ID`/`after` and the replay are ours either way. The stream
-  cap (503 before any byte is sent) and the slow-subscriber cut-off are ours too.
+- Shutdown: FastAPI's response does nothing at shutdown; sse-starlette has shutdown handling
+  of its own but is a new dependency for what `lifespan` below does in a few lines. Neither
+  knows the resumable cursor: `id:` on every event, `Last-Event-ID`/`after` and the replay are
+  ours either way, and so are the stream cap (503 before any byte is sent) and the
+  slow-subscriber cut-off.
 - What they would add is the 7-line `format_event` below and a keepalive comment, both here.
 """
 from __future__ import annotations
