@@ -20,6 +20,9 @@ from app.migrate import upgrade
 from app.security import WILDCARD_BINDS
 
 SWEEP_TIMEOUT = 120.0
+# After SIGTERM, requests still running this long are cut off so serve stops for sure. Event
+# streams do not wait for it: they end at the signal (app/jobs/events.py `lifespan`).
+GRACEFUL_SHUTDOWN_SECONDS = 10
 
 
 def worker_command(*args: str) -> list[str]:
@@ -43,7 +46,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
         uvicorn.run("app.main:create_app", factory=True, host=host, port=port,
-                    log_level=args.log_level, workers=args.workers or settings.web_workers)
+                    log_level=args.log_level, workers=args.workers or settings.web_workers,
+                    timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS)
     finally:
         _stop_child(worker)
     return 0

@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     max_restarts: int = 3
     flush_seconds: float = 0.25
     sse_poll_seconds: float = 0.2
+    # Open /events streams per web process; beyond it a 503 with Retry-After.
+    max_streams: int = Field(default=100, ge=1)
 
     @property
     def db_url(self) -> str:

@@ -12,6 +12,7 @@ from app.auth.views import router as auth_views
 from app.config import get_settings
 from app.datasets.api import router as datasets_api
 from app.jobs.api import router as jobs_api
+from app.jobs.events import lifespan as event_streams
 from app.jobs.views import router as jobs_views
 from app.limits import BodySizeLimit
 from app.openapi_docs import UNAUTHORIZED
@@ -22,7 +23,7 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 def create_app() -> FastAPI:
     app = FastAPI(title="tunedeck", version="0.1.0",
-                  description="Launch and watch Hugging Face fine-tunes.")
+                  description="Launch and watch Hugging Face fine-tunes.", lifespan=event_streams)
     app.state.auth_failures = FailureLimiter(get_settings().auth_failures_per_minute)
     app.add_middleware(BodySizeLimit)
     app.add_middleware(SiteGuard)  # the outermost: a foreign Host is refused before anything

@@ -6,7 +6,7 @@
 
 P1 overhead against the plain recipe   P2 dynamic padding      P3 live latency (SSE)
 P4 chart downsampling (1M points)      P5 API throughput       P6 submit -> task start
-P7 web cold start and memory           P8 job list, 10k jobs
+P7 web cold start and memory           P8 job list, 10k jobs       P9 many watchers on one job
 P10 uploads in bounded work, /healthz during an upload
 PostgreSQL (TUNEDECK_BENCH_POSTGRES_URL, default postgres@127.0.0.1:5432) and Redis
 (TUNEDECK_BENCH_REDIS_URL, default 127.0.0.1:6379/15) rows are skipped, with the reason, when
@@ -35,6 +35,7 @@ from benchmarks import (
     padding,
     submit,
     uploads,
+    watchers,
 )
 from benchmarks.common import REPO, Row, Skip, machine, skipped
 
@@ -47,10 +48,11 @@ BENCHMARKS: dict[str, tuple[str, Callable[[bool], list[Row]]]] = {
     "P5": ("JSON endpoints under load", api_load.run),
     "P6": ("submit -> task start", submit.run),
     "P2": ("dynamic padding", lambda quick: padding.run(4 if quick else 8)),
+    "P9": ("many watchers on one job", watchers.run),
     "P1": ("overhead against the plain recipe",
            lambda quick: overhead.run(runs=2 if quick else 6, train_rows=128 if quick else 256)),
 }
-ORDER = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P10")
+ORDER = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9", "P10")
 RESULTS = REPO / "benchmarks" / "results.json"
 SETUPS = """## How each is measured
 
@@ -75,8 +77,8 @@ SETUPS = """## How each is measured
   LengthGroupedSampler shuffles megabatches of 50 batches), which come within 2% of the real
   tokens; `random` restores transformers' default.
 - **P3** `tunedeck serve --no-worker` in a child; this process writes points one by one
-  through `repository.upsert_metric_points` and reads `/api/v1/jobs/{id}/events`; the stream
-  polls the database every 0.2 s.
+  through `repository.upsert_metric_points` and reads `/api/v1/jobs/{id}/events`; the job's
+  one feed (app/jobs/streams.py) polls the database every 0.2 s for all its streams.
 - **P4** 999,999 points (3 series of 333,000 steps, 3 eval series) bulk-inserted, tiles built
   once; `GET /api/v1/jobs/{id}/metrics?max_points=2000` through the ASGI app in process.
 - **P5** `tunedeck serve --no-worker --workers N` (auth on with an env token) on PostgreSQL
@@ -91,6 +93,16 @@ SETUPS = """## How each is measured
 - **P7** `tunedeck serve --no-worker` on SQLite, process start to the first 200 on
   `/healthz`; resident memory after serving pages and the API.
 - **P8** 10,000 jobs; `GET /jobs` through the ASGI app in process.
+- **P9** (`benchmarks/watchers.py`) 200 watchers: `tunedeck serve --no-worker` on SQLite
+  (`TUNEDECK_MAX_STREAMS=256`), 200 streams on one running job from one asyncio client in
+  this process, which also commits 200 points (one every 0.05 s, with progress) and then ends
+  the job: the streams that got every point once, in id order, and their `end`; `/healthz`
+  p95 timed every 0.05 s throughout (target < 100 ms); the serve process's CPU seconds over
+  the run per watcher (reported). Training beside watchers: `tunedeck serve` with its
+  embedded worker (torch on one thread) trains all-MiniLM-L6-v2 on the first 192 MRPC train
+  rows (1 epoch, batch 16, max_length 128, a log every step), once as a warm-up, then with 50
+  watchers and with none in ABBA order; the median ratio of the Trainer's
+  train_samples_per_second, with / without (target >= 0.95).
 - **P10** `tunedeck serve --no-worker` on SQLite; a CSV header of 100,000 names (0.9 MB) and a
   Parquet file declaring 100M rows (under 1 MB), generated in the benchmark: each POST's wall
   time and the server's CPU seconds; then `/healthz` every 20 ms during a 33 MB CSV upload.

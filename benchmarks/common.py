@@ -245,10 +245,11 @@ class Server:
 
 
 def tunedeck_serve(data_dir: Path, db_url: str, *extra: str, broker: str | None = None,
-                   api_tokens: str = "") -> Server:
+                   api_tokens: str = "", env_extra: dict[str, str] | None = None) -> Server:
     """`tunedeck serve` (web plus embedded worker unless --no-worker is in `extra`)."""
     port = free_port()
     env = child_env(data_dir=str(data_dir), database_url=db_url, api_tokens=api_tokens)
+    env.update(env_extra or {})
     if broker:
         env["TUNEDECK_BROKER_URL"] = broker
     argv = [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--log-level",

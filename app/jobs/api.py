@@ -4,7 +4,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Annotated
 
-from fastapi import APIRouter, Header, HTTPException, Query, Response
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from app.db import read_only
@@ -12,7 +12,7 @@ from app.deps import JobDep, JobId, SessionDep, SettingsDep
 from app.errors import Conflict, Invalid
 from app.jobs import repository, service
 from app.jobs.archive import stream_snapshot
-from app.jobs.events import job_events
+from app.jobs.events import STREAMS_RETRY_AFTER, EventStream, hub_of
 from app.jobs.models import JobStatus
 from app.jobs.schemas import (
     AttemptOut,
@@ -109,19 +109,32 @@ def parse_last_event_id(value: str | None) -> int:
 
 @router.get("/{job_id}/events", responses={**ERRORS, 200: {
     "content": {"text/event-stream": {}},
-    "description": "Server-sent events: metric, status, progress, end"}})
-def stream_events(
-    job: JobDep,
-    settings: SettingsDep,
+    "description": "Server-sent events: metric, status, progress, end"},
+    503: error("This web process has TUNEDECK_MAX_STREAMS streams open, or is shutting down;"
+               " retry after Retry-After seconds")})
+async def stream_events(
+    job_id: JobId,
+    request: Request,
     after: Annotated[int | None, Query(ge=0, le=MAX_EVENT_ID)] = None,
     last_event_id: Annotated[str | None, Header()] = None,
-) -> StreamingResponse:
+) -> EventStream:
+    # async, with one autocommit read on the event loop (as get_job): a sync route with a
+    # session dependency holds a pooled connection while it waits for a worker thread, and
+    # a few hundred streams opening at once then starve the pool (issue 17 item 4).
     cursor = max(after or 0, parse_last_event_id(last_event_id))
-    return StreamingResponse(
-        job_events(job.id, cursor, settings.sse_poll_seconds),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    hub = hub_of(request.app)
+    if not hub.reserve():
+        raise HTTPException(503, "too many event streams open on this server; retry shortly",
+                            headers={"Retry-After": str(STREAMS_RETRY_AFTER)})
+    found = False
+    try:
+        found = read_only(partial(repository.job_row, job_id=job_id)) is not None
+    finally:
+        if not found:
+            hub.release()
+    if not found:
+        raise HTTPException(404, f"job {job_id} not found")
+    return EventStream(hub, job_id, cursor)
 
 
 @router.get("/{job_id}/checkpoints", response_model=list[CheckpointOut], responses=ERRORS)
