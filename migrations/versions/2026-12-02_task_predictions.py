@@ -3,17 +3,17 @@
 The classification columns become nullable (other tasks leave them empty); text-classification
 rows keep filling them, so the confusion matrix reads them as before.
 
-Revision ID: 0003
-Revises: 0002
-Create Date: 2026-12-02 20:40:00
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-12-02 21:40:00
 """
 from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = '0003'
-down_revision: str | None = '0002'
+revision: str = '0004'
+down_revision: str | None = '0003'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
