@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import Depends, FastAPI
+from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
 
 from app.auth.deps import ApiAuth, Csrf, require_page_user
@@ -12,6 +13,7 @@ from app.auth.views import router as auth_views
 from app.config import get_settings
 from app.datasets.api import router as datasets_api
 from app.jobs.api import router as jobs_api
+from app.jobs.api import spec_errors
 from app.jobs.events import lifespan as event_streams
 from app.jobs.views import router as jobs_views
 from app.limits import BodySizeLimit
@@ -27,6 +29,7 @@ def create_app() -> FastAPI:
     app.state.auth_failures = FailureLimiter(get_settings().auth_failures_per_minute)
     app.add_middleware(BodySizeLimit)
     app.add_middleware(SiteGuard)  # the outermost: a foreign Host is refused before anything
+    app.add_exception_handler(RequestValidationError, spec_errors)
     app.include_router(jobs_api, dependencies=[ApiAuth], responses=UNAUTHORIZED)
     app.include_router(datasets_api, dependencies=[ApiAuth], responses=UNAUTHORIZED)
     app.include_router(auth_views)

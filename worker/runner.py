@@ -17,7 +17,7 @@ from app.config import Settings, get_settings
 from app.datasets.models import Dataset
 from app.db import session_scope, utcnow
 from app.jobs import repository
-from app.jobs.models import Job, JobAttempt, JobStatus
+from app.jobs.models import Job, JobAttempt, JobStatus, prediction_columns
 from worker import checkpoints, gpu
 from worker import data as D
 from worker.callbacks import metric_values
@@ -215,12 +215,13 @@ def _finish(job_id: int, attempt: int, outcome: Outcome, reporter: DbReporter) -
             return LOST
         job = session.get(Job, job_id)
         if outcome.final_dir is not None:
-            repository.replace_predictions(
-                session, job_id, [{"job_id": job_id, **row} for row in outcome.predictions])
+            repository.replace_predictions(session, job_id, [
+                prediction_columns(job_id, outcome.task, row) for row in outcome.predictions])
             evals = {k: v for k, v in outcome.final_metrics.items() if k.startswith("eval/")}
-            repository.upsert_checkpoint(session, checkpoint_row(
-                job_id, "final", outcome.global_step, outcome.final_dir, reporter.data_dir,
-                evals))
+            for directory in outcome.final_dirs:  # `final`, and `final-merged` for LoRA
+                repository.upsert_checkpoint(session, checkpoint_row(
+                    job_id, directory.name, outcome.global_step, directory, reporter.data_dir,
+                    evals))
             job.final_metrics = outcome.final_metrics
         job.status, job.finished_at, job.global_step = status, now, outcome.global_step
         job.eta_seconds = None
