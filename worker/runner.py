@@ -218,9 +218,10 @@ def _finish(job_id: int, attempt: int, outcome: Outcome, reporter: DbReporter) -
             repository.replace_predictions(
                 session, job_id, [{"job_id": job_id, **row} for row in outcome.predictions])
             evals = {k: v for k, v in outcome.final_metrics.items() if k.startswith("eval/")}
-            repository.upsert_checkpoint(session, checkpoint_row(
-                job_id, "final", outcome.global_step, outcome.final_dir, reporter.data_dir,
-                evals))
+            for directory in outcome.final_dirs:  # `final`, and `final-merged` for LoRA
+                repository.upsert_checkpoint(session, checkpoint_row(
+                    job_id, directory.name, outcome.global_step, directory, reporter.data_dir,
+                    evals))
             job.final_metrics = outcome.final_metrics
         job.status, job.finished_at, job.global_step = status, now, outcome.global_step
         job.eta_seconds = None

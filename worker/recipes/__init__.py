@@ -1,1 +1,27 @@
-"""One module per task (worker/recipes/base.py describes the seam)."""
+"""One module per task (worker/recipes/base.py describes the seam); RECIPES maps task -> recipe.
+
+A new task is one module here defining `RECIPE`, listed below.
+"""
+from __future__ import annotations
+
+import importlib.util
+
+from worker.recipes import text_classification
+from worker.recipes.base import Recipe
+
+DEFAULT_TASK = "text-classification"
+RECIPES: dict[str, Recipe] = {m.RECIPE.task: m.RECIPE for m in (text_classification,)}
+
+# causal-lm-sft is written beside this module; register it once its file is there.
+if importlib.util.find_spec("worker.recipes.causal_lm_sft") is not None:
+    from worker.recipes import causal_lm_sft
+
+    RECIPES[causal_lm_sft.RECIPE.task] = causal_lm_sft.RECIPE
+
+
+def recipe_for(task: str | None) -> Recipe:
+    """The recipe of a spec's `task` (text-classification when the spec has none)."""
+    recipe = RECIPES.get(task or DEFAULT_TASK)
+    if recipe is None:
+        raise ValueError(f"unknown task {task!r}; this worker runs: {', '.join(sorted(RECIPES))}")
+    return recipe

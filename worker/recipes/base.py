@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 from datasets import Dataset
 from transformers import PreTrainedModel, Trainer, TrainingArguments
 
-from worker.data import Source
+from worker.data import DataError, Source
 
 
 @dataclass
@@ -74,3 +76,63 @@ class Recipe:
         (`final`, and for a LoRA job also `final-merged`)."""
         trainer.save_model(str(final_dir))
         return [final_dir]
+
+
+def head_notice(model_name: str, loading_info: dict) -> list[str]:
+    """The info line for a head that from_pretrained initialized rather than loaded."""
+    missing = sorted(loading_info.get("missing_keys") or [])
+    if not missing:
+        return []
+    shown = ", ".join(missing[:6]) + (" ..." if len(missing) > 6 else "")
+    return [(f"Some weights of the model were newly initialized, not loaded from {model_name}: "
+             f"{shown}. This is expected: this job trains the new task head.")]
+
+
+def mismatch_notice(model_name: str, loading_info: dict) -> list[str]:
+    """Which weights ignore_mismatched_sizes re-initialised, with the shapes that differed."""
+    mismatched = sorted(loading_info.get("mismatched_keys") or [])
+    if not mismatched:
+        return []
+    shown = ", ".join(f"{key} ({_shape(old)} -> {_shape(new)})"
+                      for key, old, new in mismatched[:6])
+    more = " ..." if len(mismatched) > 6 else ""
+    return [(f"ignore_mismatched_sizes: weights of {model_name} whose shapes differ from this "
+             f"job's model were re-initialised: {shown}{more}.")]
+
+
+def _shape(size: tuple[int, ...]) -> str:
+    return "x".join(str(n) for n in size)
+
+
+def pretrained(auto_class: Any, spec: dict, head: str,
+               **kwargs: Any) -> tuple[PreTrainedModel, list[str]]:
+    """auto_class.from_pretrained(spec's model) in fp32, honouring the spec's
+    ignore_mismatched_sizes, and the notices to show; `head` says what this job's head is
+    (for the error when the checkpoint's head has another shape)."""
+    # fp32 master weights whatever the checkpoint stores: transformers 5 would otherwise load
+    # an fp16 checkpoint as fp16, which AMP's gradient scaler refuses, and bf16 as pure bf16.
+    try:
+        model, info = auto_class.from_pretrained(
+            spec["model"], output_loading_info=True, dtype=torch.float32,
+            ignore_mismatched_sizes=bool(spec.get("ignore_mismatched_sizes")), **kwargs)
+    except RuntimeError as exc:
+        if "ignore_mismatched_sizes" not in str(exc):
+            raise
+        raise DataError(
+            f"{spec['model']} has weights whose shapes differ from this job's model (a head "
+            f"for another label count: {head}); set ignore_mismatched_sizes: true in the spec "
+            "to re-initialise them") from exc
+    return model, head_notice(spec["model"], info) + mismatch_notice(spec["model"], info)
+
+
+def logits_of(predictions: Any) -> np.ndarray:
+    """The logits array of trainer.predict's output (the first item when it is a tuple)."""
+    logits = predictions[0] if isinstance(predictions, tuple) else predictions
+    return np.asarray(logits, dtype=np.float64)
+
+
+def prefixed(metrics: dict[str, Any] | None, prefix: str) -> dict[str, float]:
+    """Trainer's `<prefix>_<name>` numbers as tunedeck's `<prefix>/<name>` series."""
+    cut = len(prefix) + 1
+    return {f"{prefix}/{k[cut:]}": float(v) for k, v in (metrics or {}).items()
+            if k.startswith(f"{prefix}_") and isinstance(v, int | float)}
