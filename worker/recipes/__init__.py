@@ -6,11 +6,17 @@ from __future__ import annotations
 
 import importlib.util
 
-from worker.recipes import text_classification
+from worker.recipes import (
+    multi_label_classification,
+    text_classification,
+    text_regression,
+    token_classification,
+)
 from worker.recipes.base import Recipe
 
 DEFAULT_TASK = "text-classification"
-RECIPES: dict[str, Recipe] = {m.RECIPE.task: m.RECIPE for m in (text_classification,)}
+RECIPES: dict[str, Recipe] = {m.RECIPE.task: m.RECIPE for m in (
+    text_classification, multi_label_classification, text_regression, token_classification)}
 
 # causal-lm-sft is written beside this module; register it once its file is there.
 if importlib.util.find_spec("worker.recipes.causal_lm_sft") is not None:

@@ -18,7 +18,7 @@ import torch
 from datasets import Dataset
 from transformers import PreTrainedModel, Trainer, TrainingArguments
 
-from worker.data import DataError, Source
+from worker.data import DataError, Source, check_columns, load_split
 
 
 @dataclass
@@ -136,3 +136,29 @@ def prefixed(metrics: dict[str, Any] | None, prefix: str) -> dict[str, float]:
     cut = len(prefix) + 1
     return {f"{prefix}/{k[cut:]}": float(v) for k, v in (metrics or {}).items()
             if k.startswith(f"{prefix}_") and isinstance(v, int | float)}
+
+
+@dataclass
+class RawSplits:
+    """A job's splits as loaded, their columns checked; `test` is None without a test_split."""
+
+    train: Dataset
+    eval: Dataset | None
+    test: Dataset | None
+    predict_split: str | None   # test_split, else eval_split
+
+
+def load_splits(source: Source, ds: dict, columns: list[str],
+                test_columns: list[str]) -> RawSplits:
+    """Load train/eval/test; train and eval must hold `columns`, test `test_columns` (a test
+    split may come without labels)."""
+    train = load_split(source, ds["train_split"])
+    check_columns(train, ds["train_split"], columns)
+    evaluation = test = None
+    if ds.get("eval_split"):
+        evaluation = load_split(source, ds["eval_split"])
+        check_columns(evaluation, ds["eval_split"], columns)
+    if ds.get("test_split"):
+        test = load_split(source, ds["test_split"])
+        check_columns(test, ds["test_split"], test_columns)
+    return RawSplits(train, evaluation, test, ds.get("test_split") or ds.get("eval_split"))
