@@ -17,7 +17,7 @@ from app.config import Settings, get_settings
 from app.datasets.models import Dataset
 from app.db import session_scope, utcnow
 from app.jobs import repository
-from app.jobs.models import Job, JobAttempt, JobStatus
+from app.jobs.models import Job, JobAttempt, JobStatus, prediction_columns
 from worker import checkpoints, gpu
 from worker import data as D
 from worker.callbacks import metric_values
@@ -215,8 +215,8 @@ def _finish(job_id: int, attempt: int, outcome: Outcome, reporter: DbReporter) -
             return LOST
         job = session.get(Job, job_id)
         if outcome.final_dir is not None:
-            repository.replace_predictions(
-                session, job_id, [{"job_id": job_id, **row} for row in outcome.predictions])
+            repository.replace_predictions(session, job_id, [
+                prediction_columns(job_id, outcome.task, row) for row in outcome.predictions])
             evals = {k: v for k, v in outcome.final_metrics.items() if k.startswith("eval/")}
             for directory in outcome.final_dirs:  # `final`, and `final-merged` for LoRA
                 repository.upsert_checkpoint(session, checkpoint_row(

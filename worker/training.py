@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 class Outcome:
     cancelled: bool
     global_step: int
+    task: str = "text-classification"  # the shape of the prediction rows
     final_metrics: dict[str, float] = field(default_factory=dict)
     predictions: list[dict[str, Any]] = field(default_factory=list)
     # The saved models, each recorded as a checkpoint named after its directory (`final`,
@@ -77,7 +78,7 @@ def train(spec: dict, source: D.Source, job_dir: Path, reporter: Reporter,
              if isinstance(v, int | float)}
     if data.eval is not None:
         final.update(callback.eval_at.get(step) or _evaluate(trainer))
-    outcome = Outcome(cancelled=False, global_step=step, final_metrics=final)
+    outcome = Outcome(cancelled=False, global_step=step, final_metrics=final, task=recipe.task)
     if data.predict_raw is not None:
         outcome.predictions, predict_metrics = recipe.predict(trainer, spec, data)
         final.update(predict_metrics)

@@ -159,9 +159,46 @@ class Prediction(Base):
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     split: Mapped[str] = mapped_column(String(100))
     row: Mapped[int] = mapped_column(Integer)
-    inputs: Mapped[dict[str, Any]] = mapped_column(JSON)
+    inputs: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # text-classification's row (the confusion matrix groups label x prediction)
     label: Mapped[str | None] = mapped_column(String(200))
-    prediction: Mapped[str] = mapped_column(String(200))
-    confidence: Mapped[float] = mapped_column(Float)
-    probabilities: Mapped[dict[str, float]] = mapped_column(JSON)
+    prediction: Mapped[str | None] = mapped_column(String(200))
+    confidence: Mapped[float | None] = mapped_column(Float)
+    probabilities: Mapped[dict[str, float] | None] = mapped_column(JSON)
     correct: Mapped[bool | None] = mapped_column(Boolean)
+    # every other task's row, besides split/row/inputs/correct (DESIGN.md "Tasks")
+    fields: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    error: Mapped[float | None] = mapped_column(Float)  # text-regression: prediction - label
+
+    def as_row(self, task: str) -> dict[str, Any]:
+        """The row in its task's shape (DESIGN.md "Tasks"), as the worker wrote it."""
+        if self.fields is None:
+            return {"row": self.row, "split": self.split, "inputs": self.inputs,
+                    "label": self.label, "prediction": self.prediction,
+                    "confidence": self.confidence, "probabilities": self.probabilities,
+                    "correct": self.correct}
+        row: dict[str, Any] = {"row": self.row, "split": self.split}
+        if self.inputs is not None:
+            row["inputs"] = self.inputs
+        row.update(self.fields)
+        if task != "text-regression":  # a regression row has an error, not a verdict
+            row["correct"] = self.correct
+        return row
+
+
+CLASSIFICATION_COLUMNS = ("inputs", "label", "prediction", "confidence", "probabilities")
+
+
+def prediction_columns(job_id: int, task: str, row: dict[str, Any]) -> dict[str, Any]:
+    """A worker's prediction row (its task's shape) as the predictions table's columns:
+    text-classification fills its own columns, every other task `fields` (JSON)."""
+    columns = {"job_id": job_id, "split": row["split"], "row": row["row"],
+               "correct": row.get("correct"), "inputs": row.get("inputs")}
+    if task == "text-classification":
+        columns.update({key: row[key] for key in CLASSIFICATION_COLUMNS})
+        return columns
+    columns["fields"] = {k: v for k, v in row.items()
+                         if k not in ("split", "row", "inputs", "correct")}
+    error = row.get("error")
+    columns["error"] = float(error) if isinstance(error, int | float) else None
+    return columns

@@ -165,13 +165,20 @@ def checkpoint(session: Session, job_id: int, name: str) -> Checkpoint | None:
 
 
 def predictions(
-    session: Session, job_id: int, *, errors_only: bool, offset: int, limit: int
+    session: Session, job_id: int, *, errors_only: bool, offset: int, limit: int,
+    by_error: bool = False,
 ) -> tuple[Sequence[Prediction], int]:
+    """A page of a job's predictions. errors_only: the wrong ones (`correct` false); with
+    by_error (text-regression, which has no verdict) the labelled rows, largest error first."""
     where = [Prediction.job_id == job_id]
-    if errors_only:
+    order = [Prediction.row]
+    if errors_only and by_error:
+        where.append(Prediction.error.is_not(None))
+        order = [func.abs(Prediction.error).desc(), Prediction.row]
+    elif errors_only:
         where.append(Prediction.correct.is_(False))
     rows = session.scalars(
-        select(Prediction).where(*where).order_by(Prediction.row).offset(offset).limit(limit)
+        select(Prediction).where(*where).order_by(*order).offset(offset).limit(limit)
     ).all()
     total = session.scalar(select(func.count(Prediction.id)).where(*where)) or 0
     return rows, total

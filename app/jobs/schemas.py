@@ -1,10 +1,20 @@
 """The job spec (DESIGN.md) and the API's response models."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    RootModel,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from app.jobs.training_args import (
     REFUSED_TRAINING_KEYS,
@@ -20,9 +30,22 @@ SCHEDULERS = (
 Strategy = Literal["no", "steps", "epoch"]
 MetricName = Literal["accuracy", "f1", "precision", "recall", "matthews_correlation"]
 DEFAULT_METRICS: tuple[MetricName, ...] = ("accuracy", "f1")
+MultiLabelMetric = Literal["f1_micro", "f1_macro", "subset_accuracy", "per_label_f1"]
+RegressionMetric = Literal["mse", "mae", "pearson", "spearman"]
+TokenMetric = Literal["precision", "recall", "f1", "accuracy"]
+GenerationMetric = Literal["perplexity", "exact_match"]
+TASKS = ("text-classification", "multi-label-classification", "text-regression",
+         "token-classification", "causal-lm-sft")
+DEFAULT_TASK = "text-classification"
 
 
-class DatasetSpec(BaseModel):
+def _column(default: str | None = None) -> Any:
+    return Field(default=default, min_length=1, max_length=200)
+
+
+class DatasetBase(BaseModel):
+    """Where the data is and which splits to use; each task adds its columns."""
+
     model_config = ConfigDict(extra="forbid")
 
     source: Literal["hub", "upload", "local"] = "hub"
@@ -31,8 +54,13 @@ class DatasetSpec(BaseModel):
     train_split: str = Field(default="train", min_length=1, max_length=100)
     eval_split: str | None = Field(default=None, max_length=100)
     test_split: str | None = Field(default=None, max_length=100)
+
+
+class DatasetSpec(DatasetBase):
+    """Text (or text pair) in, one label column (text-classification, text-regression)."""
+
     text_fields: list[str] = Field(min_length=1, max_length=2)
-    label_field: str = Field(default="label", min_length=1, max_length=200)
+    label_field: str = _column("label")
 
     @field_validator("text_fields")
     @classmethod
@@ -42,6 +70,47 @@ class DatasetSpec(BaseModel):
         if len(set(value)) != len(value):
             raise ValueError("text fields must be two different columns")
         return value
+
+
+class MultiLabelDatasetSpec(DatasetSpec):
+    """label_field holds a list of label names, or (CSV/TSV) names joined by label_separator."""
+
+    label_field: str = _column("labels")
+    label_separator: str = Field(default=",", min_length=1, max_length=10)
+
+
+class TokenDatasetSpec(DatasetBase):
+    """A list of words and a list of IOB2 tags per row (the conll2003 layout by default)."""
+
+    tokens_field: str = _column("tokens")
+    tags_field: str = _column("ner_tags")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> TokenDatasetSpec:
+        if self.tokens_field == self.tags_field:
+            raise ValueError("tokens_field and tags_field must be two different columns")
+        return self
+
+
+class GenerationDatasetSpec(DatasetBase):
+    """prompt_field + completion_field (plain text), or messages_field (chat turns)."""
+
+    prompt_field: str | None = _column()
+    completion_field: str | None = _column()
+    messages_field: str | None = _column()
+
+    @model_validator(mode="after")
+    def _one_layout(self) -> GenerationDatasetSpec:
+        if self.messages_field is not None:
+            if self.prompt_field is not None or self.completion_field is not None:
+                raise ValueError("give messages_field, or prompt_field and completion_field, "
+                                 "not both")
+            return self
+        self.prompt_field = self.prompt_field or "prompt"
+        self.completion_field = self.completion_field or "completion"
+        if self.prompt_field == self.completion_field:
+            raise ValueError("prompt_field and completion_field must be two different columns")
+        return self
 
 
 class TrainingSpec(BaseModel):
@@ -95,27 +164,150 @@ class TrainingSpec(BaseModel):
         return self
 
 
-class JobSpec(BaseModel):
+class SpecBase(BaseModel):
+    """What every task's spec has: the model, the data, TrainingArguments."""
+
     model_config = ConfigDict(extra="forbid")
 
     name: str | None = Field(default=None, max_length=200)
-    task: Literal["text-classification"] = "text-classification"
     model: str = Field(min_length=1, max_length=1000)
-    dataset: DatasetSpec
+    dataset: DatasetBase  # each task narrows it
     max_length: int = Field(default=128, ge=8, le=8192)
-    metrics: list[MetricName] = Field(default_factory=lambda: list(DEFAULT_METRICS))
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     # Start from a checkpoint whose head (or other weights) has other shapes, e.g. a classifier
     # trained with another label count: those weights are re-initialised, with a job notice.
     ignore_mismatched_sizes: bool = False
 
     def display_name(self) -> str:
+        dataset = self.dataset
         if self.name:
             return self.name
-        data = self.dataset.path.rstrip("/").rsplit("/", 1)[-1]
-        if self.dataset.config:
-            data = f"{data}-{self.dataset.config}"
+        data = dataset.path.rstrip("/").rsplit("/", 1)[-1]
+        if dataset.config:
+            data = f"{data}-{dataset.config}"
         return f"{self.model.rstrip('/').rsplit('/', 1)[-1]}-{data}"[:200]
+
+
+class TextClassificationSpec(SpecBase):
+    task: Literal["text-classification"] = "text-classification"
+    dataset: DatasetSpec
+    metrics: list[MetricName] = Field(default_factory=lambda: list(DEFAULT_METRICS))
+
+
+class MultiLabelSpec(SpecBase):
+    task: Literal["multi-label-classification"]
+    dataset: MultiLabelDatasetSpec
+    threshold: float = Field(default=0.5, gt=0, lt=1)  # a label is predicted at sigmoid >= it
+    metrics: list[MultiLabelMetric] = Field(
+        default_factory=lambda: list(get_args(MultiLabelMetric)))
+
+
+class RegressionSpec(SpecBase):
+    task: Literal["text-regression"]
+    dataset: DatasetSpec
+    metrics: list[RegressionMetric] = Field(
+        default_factory=lambda: list(get_args(RegressionMetric)))
+
+
+class TokenClassificationSpec(SpecBase):
+    task: Literal["token-classification"]
+    dataset: TokenDatasetSpec
+    metrics: list[TokenMetric] = Field(default_factory=lambda: list(get_args(TokenMetric)))
+
+
+class LoraSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    r: int = Field(default=16, ge=1, le=1024)
+    alpha: float = Field(default=32, gt=0, le=4096)
+    dropout: float = Field(default=0.05, ge=0, lt=1)
+    target_modules: str | list[str] = "all-linear"
+
+    @field_validator("target_modules")
+    @classmethod
+    def _modules(cls, value: str | list[str]) -> str | list[str]:
+        names = [value] if isinstance(value, str) else value
+        if not names or any(not name.strip() for name in names):
+            raise ValueError("target_modules is all-linear or a non-empty list of module names")
+        return value
+
+
+class GenerationSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_new_tokens: int = Field(default=64, ge=1, le=4096)
+
+
+class CausalLMSFTSpec(SpecBase):
+    task: Literal["causal-lm-sft"]
+    dataset: GenerationDatasetSpec
+    lora: LoraSpec | None = Field(default_factory=LoraSpec)  # null: a full fine-tune
+    generation: GenerationSpec = Field(default_factory=GenerationSpec)
+    metrics: list[GenerationMetric] = Field(
+        default_factory=lambda: list(get_args(GenerationMetric)))
+
+
+TaskSpec = Annotated[
+    TextClassificationSpec | MultiLabelSpec | RegressionSpec | TokenClassificationSpec
+    | CausalLMSFTSpec,
+    Field(discriminator="task"),
+]
+
+
+def without_task_tag(loc: Sequence[Any]) -> tuple[Any, ...]:
+    """An error location without the union's tag (`("multi-label-classification", "threshold")`
+    -> `("threshold",)`), so errors name the spec's own fields."""
+    parts = tuple(loc)
+    for i, part in enumerate(parts[:2]):
+        if part in TASKS:
+            return parts[:i] + parts[i + 1:]
+    return parts
+
+
+def untagged_errors(errors: Sequence[Any]) -> list[Any]:
+    """Validation errors with locations as without_task_tag gives; a bad `task` points at it."""
+    out = []
+    for error in errors:
+        error = dict(error)
+        if error.get("type") in ("union_tag_invalid", "union_tag_not_found"):
+            error["loc"] = (*tuple(error["loc"]), "task")
+        error["loc"] = without_task_tag(error["loc"])
+        out.append(error)
+    return out
+
+
+class JobSpec(RootModel[TaskSpec]):
+    """A job spec: one of the task specs, chosen by `task` (text-classification when absent).
+
+    Attributes read through to the task's spec (`spec.dataset`, `spec.training`, ...).
+    Validation errors name the spec's fields without the union's tag.
+    """
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_task(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "task" not in data:
+            return {**data, "task": DEFAULT_TASK}
+        return data
+
+    @classmethod
+    def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> JobSpec:  # type: ignore[override]
+        try:
+            return super().model_validate(obj, *args, **kwargs)
+        except ValidationError as exc:
+            raise ValidationError.from_exception_data(
+                exc.title, [_line(e) for e in untagged_errors(exc.errors())]) from None
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            return super().__getattr__(name)  # type: ignore[misc]
+        return getattr(self.root, name)
+
+
+def _line(error: dict[str, Any]) -> Any:
+    """A ValidationError line from one of its errors (the message kept as it was)."""
+    return {"type": PydanticCustomError(error["type"], error["msg"]), "loc": error["loc"],
+            "input": error.get("input")}
 
 
 class Progress(BaseModel):
@@ -196,7 +388,9 @@ class CheckpointOut(BaseModel):
 
 
 class PredictionOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+    """A text-classification prediction."""
+
+    model_config = ConfigDict(from_attributes=True, extra="forbid")
 
     row: int
     split: str
@@ -208,8 +402,83 @@ class PredictionOut(BaseModel):
     correct: bool | None
 
 
+class MultiLabelPredictionOut(BaseModel):
+    """A multi-label-classification prediction: the true and predicted label sets."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    row: int
+    split: str
+    inputs: dict[str, Any]
+    labels: list[str] | None
+    predictions: list[str]
+    probabilities: dict[str, float]
+    correct: bool | None = Field(description="the predicted set equals the true set")
+
+
+class RegressionPredictionOut(BaseModel):
+    """A text-regression prediction; `error` is prediction minus label."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    row: int
+    split: str
+    inputs: dict[str, Any]
+    label: float | None
+    prediction: float
+    error: float | None
+
+
+class EntityOut(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: str
+    start: int = Field(description="index of the entity's first word")
+    end: int = Field(description="index one past its last word")
+    text: str
+
+
+class TokenPredictionOut(BaseModel):
+    """A token-classification prediction: one tag per word, and the predicted entities."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    row: int
+    split: str
+    tokens: list[str]
+    tags: list[str] | None
+    predicted_tags: list[str]
+    entities: list[EntityOut]
+    correct: bool | None = Field(description="every word's predicted tag is its true tag")
+
+
+class GenerationPredictionOut(BaseModel):
+    """A causal-lm-sft prediction: the greedy generation next to the reference."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    row: int
+    split: str
+    prompt: str
+    reference: str | None
+    generated: str
+    correct: bool | None = Field(description="exact match after strip")
+
+
+PREDICTION_MODELS: dict[str, type[BaseModel]] = {
+    "text-classification": PredictionOut,
+    "multi-label-classification": MultiLabelPredictionOut,
+    "text-regression": RegressionPredictionOut,
+    "token-classification": TokenPredictionOut,
+    "causal-lm-sft": GenerationPredictionOut,
+}
+AnyPrediction = (PredictionOut | MultiLabelPredictionOut | RegressionPredictionOut
+                 | TokenPredictionOut | GenerationPredictionOut)
+
+
 class PredictionPage(BaseModel):
-    items: list[PredictionOut]
+    task: str = Field(default=DEFAULT_TASK, description="the job's task: the items' shape")
+    items: list[AnyPrediction]  # type: ignore[valid-type]
     total: int
     page: int
     per_page: int

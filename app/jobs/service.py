@@ -19,6 +19,8 @@ from app.jobs import repository
 from app.jobs.models import Job, JobStatus
 from app.jobs.queue import enqueue_after_commit
 from app.jobs.schemas import (
+    DEFAULT_TASK,
+    PREDICTION_MODELS,
     JobOut,
     JobSpec,
     MetricSeries,
@@ -237,12 +239,15 @@ def _value(point: tuple[int, float]) -> float:
 def prediction_page(
     session: Session, job: Job, *, errors_only: bool, page: int, per_page: int
 ) -> PredictionPage:
+    task = job.spec.get("task") or DEFAULT_TASK
     rows, total = repository.predictions(
-        session, job.id, errors_only=errors_only, offset=(page - 1) * per_page, limit=per_page
+        session, job.id, errors_only=errors_only, offset=(page - 1) * per_page, limit=per_page,
+        by_error=task == "text-regression",
     )
+    model = PREDICTION_MODELS.get(task, PredictionOut)
     return PredictionPage(
-        items=[PredictionOut.model_validate(row) for row in rows], total=total, page=page,
-        per_page=per_page, metrics=job.final_metrics, label_names=job.label_names,
+        task=task, items=[model.model_validate(row.as_row(task)) for row in rows], total=total,
+        page=page, per_page=per_page, metrics=job.final_metrics, label_names=job.label_names,
         confusion=confusion_matrix(session, job),
     )
 
