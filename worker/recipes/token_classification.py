@@ -47,8 +47,8 @@ def tag_names(train: Dataset, tags_field: str, split: str) -> tuple[list[str], b
         names = sorted(values, key=lambda t: (t != "O", t[2:], t))
         class_label = False
     if not all(isinstance(n, str) and IOB2.match(n) for n in names):
-        raise D.DataError(f"tags column {tags_field!r}: tags must be IOB2 (O, B-<type>, "
-                          "I-<type>)")
+        raise D.DataError(f"tags column {tags_field!r} in the {split} split: tags must be "
+                          "IOB2 (O, B-<type>, I-<type>)")
     if len(names) < 2:
         raise D.DataError(f"tags column {tags_field!r} has fewer than two distinct tags in "
                           f"the {split} split")
