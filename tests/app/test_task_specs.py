@@ -3,6 +3,7 @@ prediction rows as /predictions serves them and the job page shows them."""
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -197,3 +198,12 @@ def test_text_classification_rows_keep_their_columns_and_confusion(client, sessi
     page = client.get(f"/api/v1/jobs/{job.id}/predictions").json()
     assert page["task"] == "text-classification"  # a spec stored without a task
     assert page["items"] == [row] and page["confusion"] == [[0, 0], [1, 0]]
+
+
+def test_every_example_spec_validates():
+    import yaml
+
+    examples = sorted((Path(__file__).parents[2] / "examples").glob("*.yaml"))
+    tasks = {JobSpec.model_validate(yaml.safe_load(p.read_text())).task for p in examples}
+    assert {"text-classification", "multi-label-classification", "text-regression",
+            "token-classification"} <= tasks
