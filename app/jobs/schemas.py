@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, TypeAlias, get_args
 
 from pydantic import (
     BaseModel,
@@ -472,13 +472,13 @@ PREDICTION_MODELS: dict[str, type[BaseModel]] = {
     "token-classification": TokenPredictionOut,
     "causal-lm-sft": GenerationPredictionOut,
 }
-AnyPrediction = (PredictionOut | MultiLabelPredictionOut | RegressionPredictionOut
+AnyPrediction: TypeAlias = (PredictionOut | MultiLabelPredictionOut | RegressionPredictionOut
                  | TokenPredictionOut | GenerationPredictionOut)
 
 
 class PredictionPage(BaseModel):
     task: str = Field(default=DEFAULT_TASK, description="the job's task: the items' shape")
-    items: list[AnyPrediction]  # type: ignore[valid-type]
+    items: list[AnyPrediction]
     total: int
     page: int
     per_page: int

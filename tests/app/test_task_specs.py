@@ -181,6 +181,7 @@ def test_predictions_api_serves_each_tasks_row_shape(client, session, task):
     assert [item["row"] for item in wrong["items"]] == WRONG[task]
     html = client.get(f"/jobs/{job.id}/predictions").text
     assert f'data-task="{task}"' in html and "Predictions appear" not in html
+    assert client.get(f"/jobs/{job.id}").status_code == 200  # the whole job page
 
 
 def test_text_classification_rows_keep_their_columns_and_confusion(client, session):
