@@ -17,6 +17,9 @@ FIRST = ["anna", "peter", "maria", "john", "laura", "david", "sofia", "mark", "e
 LAST = ["smith", "brown", "garcia", "miller", "jones", "wilson", "moore", "taylor"]
 CITIES = [["paris"], ["berlin"], ["london"], ["madrid"], ["rome"], ["new", "york"],
           ["los", "angeles"], ["tokyo"], ["cairo"], ["san", "francisco"]]
+# Names only the held-out rows use: the model must tag them from their context.
+UNSEEN_FIRST = ["olivia", "lucas", "nina", "oscar", "hugo", "ines"]
+UNSEEN_CITIES = [["lisbon"], ["vienna"], ["buenos", "aires"], ["oslo"], ["nairobi"]]
 TEMPLATES = [["{P}", "lives", "in", "{L}"], ["{P}", "flew", "to", "{L}", "yesterday"],
              ["in", "{L}", ",", "{P}", "met", "{P}"], ["{P}", "said", "it", "rains", "in", "{L}"],
              ["the", "train", "to", "{L}", "was", "late"], ["{P}", "and", "{P}", "ran"]]
@@ -47,20 +50,22 @@ def regression_rows(n: int, *, seed: int = 0) -> list[dict]:
     return rows
 
 
-def ner_rows(n: int, *, seed: int = 0) -> list[dict]:
-    """Template sentences with person (1-2 words) and city (1-2 words) names, IOB2 tags."""
+def ner_rows(n: int, *, seed: int = 0, unseen: bool = False) -> list[dict]:
+    """Template sentences with person (1-2 words) and city (1-2 words) names, IOB2 tags;
+    `unseen` takes first names and cities from lists the other rows never use."""
     rng = random.Random(seed)
+    first, cities = (UNSEEN_FIRST, UNSEEN_CITIES) if unseen else (FIRST, CITIES)
     rows = []
     for _ in range(n):
         tokens: list[str] = []
         tags: list[str] = []
         for slot in rng.choice(TEMPLATES):
             if slot == "{P}":
-                name = [rng.choice(FIRST)] + ([rng.choice(LAST)] if rng.random() < 0.5 else [])
+                name = [rng.choice(first)] + ([rng.choice(LAST)] if rng.random() < 0.5 else [])
                 tokens += name
                 tags += ["B-PER"] + ["I-PER"] * (len(name) - 1)
             elif slot == "{L}":
-                city = rng.choice(CITIES)
+                city = rng.choice(cities)
                 tokens += city
                 tags += ["B-LOC"] + ["I-LOC"] * (len(city) - 1)
             else:

@@ -40,7 +40,8 @@ def spec_for(task: str, model: Path, dataset: Path, **dataset_fields) -> dict:
 def write_splits(root: Path, rows_of, train: int = 24, validation: int = 8,
                  test: int = 0) -> Path:
     write_jsonl(root / "train.jsonl", rows_of(train, seed=1))
-    write_jsonl(root / "validation.jsonl", rows_of(validation, seed=2))
+    if validation:
+        write_jsonl(root / "validation.jsonl", rows_of(validation, seed=2))
     if test:
         write_jsonl(root / "test.jsonl", rows_of(test, seed=3))
     return root
@@ -232,3 +233,27 @@ def test_each_task_runs_end_to_end_and_serves_its_rows(settings_env, tiny_model,
         assert [e.model_dump() for e in first.entities] == entities(first.tokens,
                                                                     first.predicted_tags)
         assert all(item.correct is False for item in wrong.items)
+
+
+@pytest.mark.parametrize("task", sorted(CASES))
+def test_a_test_split_without_labels_is_predicted_without_verdicts(settings_env, tiny_model,
+                                                                   tmp_path, task):
+    rows_of, fields, _, _ = CASES[task]
+    label = {"multi-label-classification": "labels", "text-regression": "score",
+             "token-classification": "ner_tags"}[task]
+    train = Dataset.from_list(rows_of(24, seed=1))
+    test = Dataset.from_list([{**r, label: None} for r in rows_of(4, seed=3)],
+                             features=train.features)  # a saved dataset keeps the columns
+    root = tmp_path / "data"
+    DatasetDict({"train": train, "test": test}).save_to_disk(str(root))
+    job_id = submit(spec_for(task, tiny_model, root, eval_split=None, test_split="test",
+                             **fields))
+    assert run_job(job_id) == "succeeded"
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        page = service.prediction_page(session, job, errors_only=False, page=1, per_page=50)
+    assert page.total == 4 and not any(k.startswith("test/f") for k in job.final_metrics)
+    for item in page.items:
+        truth = item.model_dump()
+        assert truth.get("correct") is None
+        assert truth.get("labels", truth.get("label", truth.get("tags"))) is None

@@ -100,6 +100,8 @@ class MultiLabelClassification(Recipe):
         predict_raw, labeled = evaluation, evaluation is not None
         if raw.test is not None:
             predict_raw, labeled = raw.test, not unlabeled(raw.test, field)
+            if not labeled and field in raw.test.column_names:  # empty cells: not `labels`
+                predict_raw = raw.test.remove_columns(field)
             if labeled:
                 predict_raw = encode(raw.test, ds["test_split"], field, separator, names)
         data = TaskData(train=train, eval=evaluation, predict_raw=predict_raw,

@@ -68,6 +68,8 @@ class TextRegression(Recipe):
         predict_raw, labeled = evaluation, evaluation is not None
         if raw.test is not None:
             predict_raw, labeled = raw.test, not unlabeled(raw.test, field)
+            if not labeled and field in raw.test.column_names:  # empty cells: not `labels`
+                predict_raw = raw.test.remove_columns(field)
             if labeled:
                 predict_raw = encode(raw.test, ds["test_split"], field)
         data = TaskData(train=train, eval=evaluation, predict_raw=predict_raw,
