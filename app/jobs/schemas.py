@@ -291,7 +291,7 @@ class JobSpec(RootModel[TaskSpec]):
         return data
 
     @classmethod
-    def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> JobSpec:  # type: ignore[override]
+    def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> JobSpec:
         try:
             return super().model_validate(obj, *args, **kwargs)
         except ValidationError as exc:

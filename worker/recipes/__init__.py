@@ -20,9 +20,8 @@ RECIPES: dict[str, Recipe] = {m.RECIPE.task: m.RECIPE for m in (
 
 # causal-lm-sft is written beside this module; register it once its file is there.
 if importlib.util.find_spec("worker.recipes.causal_lm_sft") is not None:
-    from worker.recipes import causal_lm_sft
-
-    RECIPES[causal_lm_sft.RECIPE.task] = causal_lm_sft.RECIPE
+    _sft = importlib.import_module("worker.recipes.causal_lm_sft")
+    RECIPES[_sft.RECIPE.task] = _sft.RECIPE
 
 
 def recipe_for(task: str | None) -> Recipe:

@@ -11,7 +11,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import torch
 from datasets import Dataset, Sequence, Value
 from transformers import (
     AutoModelForSequenceClassification,
@@ -23,7 +22,7 @@ from transformers import (
 
 from worker import data as D
 from worker.metrics import MULTI_LABEL, PER_LABEL_CAP, multi_label_metrics, sigmoid
-from worker.recipes.base import Recipe, TaskData, head_notice, load_splits, logits_of, prefixed
+from worker.recipes.base import Recipe, TaskData, load_splits, logits_of, prefixed, pretrained
 
 
 def label_set(value: Any, separator: str) -> list[str]:
@@ -119,11 +118,11 @@ class MultiLabelClassification(Recipe):
 
     def model(self, spec: dict, data: TaskData) -> tuple[PreTrainedModel, list[str]]:
         names = data.label_names or []
-        model, info = AutoModelForSequenceClassification.from_pretrained(
-            spec["model"], num_labels=len(names), problem_type="multi_label_classification",
-            id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
-            output_loading_info=True, dtype=torch.float32)
-        return model, head_notice(spec["model"], info)
+        return pretrained(AutoModelForSequenceClassification, spec,
+                          f"this data has {len(names)} labels", num_labels=len(names),
+                          problem_type="multi_label_classification",
+                          id2label=dict(enumerate(names)),
+                          label2id={n: i for i, n in enumerate(names)})
 
     def collator(self, spec: dict, data: TaskData) -> Callable | None:
         return DataCollatorWithPadding(data.tokenizer)
@@ -154,7 +153,7 @@ class MultiLabelClassification(Recipe):
         names = data.label_names or []
         text_fields = spec["dataset"]["text_fields"]
         columns = {f: raw[f] for f in text_fields}
-        truth = raw["labels"] if data.predict_labeled else [None] * len(raw)
+        truth: list[Any] = list(raw["labels"]) if data.predict_labeled else [None] * len(raw)
         rows = []
         for i, probs in enumerate(probabilities):
             predicted = [names[j] for j, p in enumerate(probs) if p >= threshold]

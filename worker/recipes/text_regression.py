@@ -11,7 +11,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import torch
 from datasets import Dataset, Value
 from transformers import (
     AutoModelForSequenceClassification,
@@ -23,7 +22,7 @@ from transformers import (
 
 from worker import data as D
 from worker.metrics import REGRESSION, regression_metrics
-from worker.recipes.base import Recipe, TaskData, head_notice, load_splits, logits_of, prefixed
+from worker.recipes.base import Recipe, TaskData, load_splits, logits_of, prefixed, pretrained
 
 
 def number(value: Any) -> float | None:
@@ -85,10 +84,8 @@ class TextRegression(Recipe):
                           spec.get("max_length", 128))
 
     def model(self, spec: dict, data: TaskData) -> tuple[PreTrainedModel, list[str]]:
-        model, info = AutoModelForSequenceClassification.from_pretrained(
-            spec["model"], num_labels=1, problem_type="regression", output_loading_info=True,
-            dtype=torch.float32)
-        return model, head_notice(spec["model"], info)
+        return pretrained(AutoModelForSequenceClassification, spec, "this job's head has one output",
+                          num_labels=1, problem_type="regression")
 
     def collator(self, spec: dict, data: TaskData) -> Callable | None:
         return DataCollatorWithPadding(data.tokenizer)
@@ -112,7 +109,7 @@ class TextRegression(Recipe):
         predicted = logits_of(output.predictions).ravel()
         text_fields = spec["dataset"]["text_fields"]
         columns = {f: raw[f] for f in text_fields}
-        truth = raw["labels"] if data.predict_labeled else [None] * len(raw)
+        truth: list[Any] = list(raw["labels"]) if data.predict_labeled else [None] * len(raw)
         rows = []
         for i, value in enumerate(predicted):
             true = float(truth[i]) if truth[i] is not None else None

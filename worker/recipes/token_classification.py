@@ -11,7 +11,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import torch
 from datasets import ClassLabel, Dataset
 from transformers import (
     AutoConfig,
@@ -24,7 +23,7 @@ from transformers import (
 
 from worker import data as D
 from worker.metrics import TOKEN, entity_metrics
-from worker.recipes.base import Recipe, TaskData, head_notice, load_splits, logits_of, prefixed
+from worker.recipes.base import Recipe, TaskData, load_splits, logits_of, prefixed, pretrained
 
 IOB2 = re.compile(r"^(O|[BI]-.+)$")
 IGNORE = -100
@@ -170,11 +169,10 @@ class TokenClassification(Recipe):
 
     def model(self, spec: dict, data: TaskData) -> tuple[PreTrainedModel, list[str]]:
         names = data.label_names or []
-        model, info = AutoModelForTokenClassification.from_pretrained(
-            spec["model"], num_labels=len(names), id2label=dict(enumerate(names)),
-            label2id={n: i for i, n in enumerate(names)}, output_loading_info=True,
-            dtype=torch.float32)
-        return model, head_notice(spec["model"], info)
+        return pretrained(AutoModelForTokenClassification, spec,
+                          f"this data has {len(names)} tags", num_labels=len(names),
+                          id2label=dict(enumerate(names)),
+                          label2id={n: i for i, n in enumerate(names)})
 
     def collator(self, spec: dict, data: TaskData) -> Callable | None:
         return DataCollatorForTokenClassification(data.tokenizer)
@@ -203,7 +201,7 @@ class TokenClassification(Recipe):
         sentences = list(raw[words_field])
         encoded = data.tokenizer(sentences, is_split_into_words=True, truncation=True,
                                  max_length=spec.get("max_length", 128))
-        truth = raw["tag_ids"] if data.predict_labeled else [None] * len(raw)
+        truth: list[Any] = list(raw["tag_ids"]) if data.predict_labeled else [None] * len(raw)
         rows = []
         for i, words in enumerate(sentences):
             word_ids = encoded.word_ids(i)
