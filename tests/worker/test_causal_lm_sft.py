@@ -264,3 +264,33 @@ def test_resuming_from_an_adapter_checkpoint_ends_where_an_unbroken_run_does(tin
 def test_perplexity_is_exp_of_the_loss_and_never_overflows():
     assert perplexity(math.log(20)) == pytest.approx(20)
     assert math.isfinite(perplexity(5000.0))
+
+
+def test_a_submitted_sft_job_runs_and_stores_its_rows(settings_env, tiny_llama, tmp_path):
+    """The whole path: JobSpec -> job row -> run_job -> metrics, checkpoints, predictions."""
+    from app.db import session_scope
+    from app.jobs import repository, service
+    from app.jobs.models import Job
+    from app.jobs.schemas import JobSpec
+    from worker.runner import run_job
+
+    spec = sft_spec(tiny_llama, make_data(tmp_path / "data"))
+    with session_scope() as session:
+        job_id = service.create_job(session, JobSpec.model_validate(spec)).id
+        session.info.pop("tunedeck_pending_jobs", None)  # run in-process, not via the broker
+    assert run_job(job_id) == "succeeded"
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        assert job.global_step == 2 and "test/exact_match" in job.final_metrics
+        assert job.final_metrics["eval/perplexity"] == pytest.approx(
+            math.exp(job.final_metrics["eval/loss"]))
+        series = service.metric_series(session, job_id).series
+        assert series["eval/perplexity"].steps == [1, 2]
+        names = [c.name for c in repository.checkpoints(session, job_id)]
+        assert names == ["checkpoint-1", "checkpoint-2", "final", "final-merged"]
+        rows, total = repository.predictions(session, job_id, errors_only=False, offset=0,
+                                             limit=10)
+        assert total == 4
+        assert rows[0].fields["prompt"] == "Add 5 and 0. Answer:"
+        assert rows[0].fields["reference"] == " 5"
+        assert rows[0].correct == (rows[0].fields["generated"].strip() == "5")
