@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
 from tests.fixtures import write_jsonl
 from worker import data as D
 from worker.recipes import recipe_for
-from worker.recipes.causal_lm_sft import RECIPE, perplexity
+from worker.recipes.causal_lm_sft import RECIPE, perplexity, sft_config
 from worker.training import train
 
 
@@ -259,6 +259,17 @@ def test_resuming_from_an_adapter_checkpoint_ends_where_an_unbroken_run_does(tin
     assert expected.keys() == got.keys()
     assert all(torch.allclose(expected[k], got[k], atol=1e-6) for k in expected)
     assert resumed.predictions == whole.predictions
+
+
+def test_the_sft_config_is_the_jobs_training_arguments_not_trls_defaults(tmp_path):
+    args = TrainingArguments(output_dir=str(tmp_path), learning_rate=3e-4, logging_steps=5,
+                             seed=11, report_to="none")
+    config = sft_config(args, {"max_length": 96})
+    assert (config.learning_rate, config.logging_steps, config.seed) == (3e-4, 5, 11)
+    # TRL would default to bf16 and gradient checkpointing; tunedeck's rules stay in force
+    assert not config.bf16 and not config.fp16 and not config.gradient_checkpointing
+    assert config.max_length == 96 and config.completion_only_loss is True
+    assert config.output_dir == str(tmp_path) and config.report_to == []
 
 
 def test_perplexity_is_exp_of_the_loss_and_never_overflows():

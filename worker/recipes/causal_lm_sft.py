@@ -142,9 +142,10 @@ class PerplexitySFTTrainer(SFTTrainer):
                         metric_key_prefix: str = "eval") -> Any:
         output = super().evaluation_loop(dataloader, description, prediction_loss_only,
                                          ignore_keys, metric_key_prefix)
-        loss = output.metrics.get(f"{metric_key_prefix}_loss")
-        if loss is not None:
-            output.metrics[f"{metric_key_prefix}_perplexity"] = perplexity(loss)
+        metrics = output.metrics  # a dict Trainer goes on to log; None only in odd subclasses
+        if metrics is not None and metrics.get(f"{metric_key_prefix}_loss") is not None:
+            metrics[f"{metric_key_prefix}_perplexity"] = perplexity(
+                metrics[f"{metric_key_prefix}_loss"])
         return output
 
 
@@ -171,7 +172,8 @@ def shape_split(split: Dataset, name: str, ds: dict, *, require_reference: bool)
         rows = [chat_row(value, name, i, require_reference)
                 for i, value in enumerate(split[ds["messages_field"]])]
         return Dataset.from_list(rows)
-    prompt_field, completion_field = ds["prompt_field"], ds["completion_field"]
+    prompt_field = ds.get("prompt_field") or "prompt"  # the schema's defaults
+    completion_field = ds.get("completion_field") or "completion"
     D.check_columns(split, name, [prompt_field] + ([completion_field] if require_reference
                                                    else []))
     completions = (split[completion_field] if completion_field in split.column_names
