@@ -123,6 +123,16 @@ def test_chat_messages_train_on_the_last_assistant_turn_only(tiny_llama, tmp_pat
     assert tokenizer.decode(example["input_ids"]) == rendered
 
 
+def test_a_row_cut_before_its_completion_is_left_out(tiny_llama, tmp_path):
+    root = make_data(tmp_path / "data")
+    long = {"question": "Add " + " and ".join(["1"] * 40) + ". Answer:", "answer": " 40"}
+    write_jsonl(root / "train.jsonl", [addition(1, 2, chat=False), long])
+    spec = sft_spec(tiny_llama, root)
+    spec["max_length"] = 24
+    trainer, _ = built_trainer(spec, tmp_path)
+    assert trainer.train_dataset["prompt"] == ["Add 1 and 2. Answer:"]
+
+
 def test_test_rows_without_an_answer_are_generated_without_a_score(tiny_llama, tmp_path):
     question = [{"role": "user", "content": "Add 2 and 2."}]
     root = make_data(tmp_path / "data", chat=True, test_rows=[{"messages": question}] * 3)
