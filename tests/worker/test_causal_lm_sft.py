@@ -40,6 +40,9 @@ class Recorder:
     def job_fields(self, **fields) -> None:
         self.fields.update(fields)
 
+    def notice(self, text: str) -> None:
+        self.fields.setdefault("notices", []).append(text)
+
     @property
     def cancel_requested(self) -> bool:
         return self.cancel_after is not None and max(self.steps, default=0) >= self.cancel_after
