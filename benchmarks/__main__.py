@@ -77,7 +77,7 @@ SETUPS = """## How each is measured
   LengthGroupedSampler shuffles megabatches of 50 batches), which come within 2% of the real
   tokens; `random` restores transformers' default.
 - **P3** `tunedeck serve --no-worker` in a child; this process writes points one by one
-  through `repository.upsert_metric_points` and reads `/api/v1/jobs/{id}/events`; the job's
+  through `store.upsert_metric_points` and reads `/api/v1/jobs/{id}/events`; the job's
   one feed (app/jobs/streams.py) polls the database every 0.2 s for all its streams.
 - **P4** 999,999 points (3 series of 333,000 steps, 3 eval series) bulk-inserted, tiles built
   once; `GET /api/v1/jobs/{id}/metrics?max_points=2000` through the ASGI app in process.

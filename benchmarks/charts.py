@@ -1,7 +1,7 @@
 """P4: the chart history of a job with 1,000,000 metric points, on SQLite and PostgreSQL.
 
 The points go in by bulk insert (executemany on SQLite, COPY on PostgreSQL), then the tiles
-the worker's writes keep up to date are built once with repository.refresh_metric_tiles (what
+the worker's writes keep up to date are built once with store.refresh_metric_tiles (what
 the migration does for points stored before tiles existed). Timed: GET
 /api/v1/jobs/{id}/metrics?max_points=2000 through the ASGI app in this process, the same
 request the job page makes. Checked: every series has at most 2000 points and keeps its first,
@@ -75,11 +75,11 @@ def bulk_insert(engine: Engine, rows: Iterator[tuple]) -> None:
 
 
 def build_tiles(engine: Engine, job_id: int, last_step: int) -> float:
-    from app.jobs import repository
+    from app.jobs import store
 
     start = time.perf_counter()
     with Session(engine) as session:
-        repository.refresh_metric_tiles(session, job_id, 0, last_step)
+        store.refresh_metric_tiles(session, job_id, 0, last_step)
         session.commit()
     return time.perf_counter() - start
 

@@ -2,7 +2,7 @@
 
 `tunedeck serve --no-worker` runs in a child process with default settings (the event stream
 polls the database every 0.2 s). This process plays the worker: it writes points one at a time
-through repository.upsert_metric_points, the worker's own write (tiles included), and notes
+through store.upsert_metric_points, the worker's own write (tiles included), and notes
 the time of each commit; a thread reads GET /api/v1/jobs/{id}/events as a browser's
 EventSource does and notes when each point's event arrives. On SQLite, and on PostgreSQL when
 the server is reachable.
@@ -65,13 +65,13 @@ class EventReader(threading.Thread):
 def write_points(url: str, job_id: int, count: int) -> dict[int, float]:
     """One committed point every WRITE_EVERY_S, as the reporter writes; step -> commit time."""
     from app.db import make_engine
-    from app.jobs import repository
+    from app.jobs import store
 
     engine = make_engine(url)
     written = {}
     for step in range(1, count + 1):
         with Session(engine) as session:
-            repository.upsert_metric_points(session, [{"job_id": job_id, "name": "train/loss",
+            store.upsert_metric_points(session, [{"job_id": job_id, "name": "train/loss",
                                                        "step": step, "value": 1 / step,
                                                        "epoch": None}])
             session.commit()

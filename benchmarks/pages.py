@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.db import make_engine
-from app.jobs import repository
+from app.jobs import store
 from app.jobs.models import Job, MetricPoint
 from app.migrate import upgrade
 
@@ -79,7 +79,7 @@ def seed_points(engine: Engine, job_id: int) -> int:
             "INSERT INTO metric_points (job_id, name, step, value, created_at) "
             "VALUES (?, ?, ?, ?, CURRENT_TIMESTAMP)", list(rows()))
     with Session(engine) as session:  # the summaries the worker's writes keep up to date
-        repository.refresh_metric_tiles(session, job_id, 0, TRAIN_STEPS)
+        store.refresh_metric_tiles(session, job_id, 0, TRAIN_STEPS)
         session.commit()
         return session.scalar(select(func.count()).where(MetricPoint.job_id == job_id))
 
@@ -204,7 +204,7 @@ def write_points(engine: Engine, job_id: int) -> dict[int, float]:
     for i in range(1, LATENCY_POINTS + 1):
         step = TRAIN_STEPS + i
         with Session(engine) as session:  # as the worker's reporter writes a flush
-            repository.upsert_metric_points(session, [
+            store.upsert_metric_points(session, [
                 {"job_id": job_id, "name": "train/loss", "step": step, "value": 0.1,
                  "epoch": None}])
             session.get(Job, job_id).global_step = step

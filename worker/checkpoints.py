@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from app.jobs import repository
+from app.jobs import store
 from worker.callbacks import metric_values
 from worker.reporting import checkpoint_row, dir_size
 
@@ -66,15 +66,16 @@ def discard_incomplete(output_dir: Path) -> list[str]:
 def reconcile(session: Session, job_id: int, output_dir: Path, data_dir: Path) -> None:
     """Make the job's checkpoint rows match the complete checkpoint directories on disk."""
     on_disk = {p.name: p for p in checkpoint_dirs(output_dir)}
-    rows = {c.name: c for c in repository.checkpoints(session, job_id) if c.name != "final"}
-    gone = [name for name, row in rows.items() if not (data_dir / row.path).is_dir()]
-    repository.delete_checkpoints(session, job_id, gone)
+    rows = {name: path for name, path in store.checkpoint_paths(session, job_id)
+            if name != "final"}
+    gone = [name for name, path in rows.items() if not (data_dir / path).is_dir()]
+    store.delete_checkpoints(session, job_id, gone)
     for name, path in on_disk.items():
         if name in rows and name not in gone:
             continue
         state = read_state(path)
         if state is not None:
-            repository.upsert_checkpoint(session, checkpoint_row(
+            store.upsert_checkpoint(session, checkpoint_row(
                 job_id, name, step_of(path), path, data_dir, eval_metrics(state, step_of(path))))
     if gone:
         log.info("job %s: dropped rows of checkpoints no longer on disk: %s", job_id, gone)

@@ -29,7 +29,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from app.db import utcnow
-from app.jobs import repository
+from app.jobs import lifecycle, store
 
 log = logging.getLogger(__name__)
 MAX_BUFFERED_POINTS = 200_000
@@ -227,7 +227,7 @@ class DbReporter:
         """Heartbeat, fenced by the attempt number: False once the job is someone else's."""
         if self.attempt is None:
             return True
-        if self.lease_lost or not repository.renew_lease(session, self.job_id, self.attempt,
+        if self.lease_lost or not lifecycle.heartbeat(session, self.job_id, self.attempt,
                                                          now):
             self._lose_lease()
         return not self._lease_lost
@@ -247,10 +247,10 @@ class DbReporter:
             values.update(self.stats())
         if latest:
             if self._latest_all is None:
-                self._latest_all = repository.latest_metrics(session, self.job_id)
+                self._latest_all = store.latest_metrics(session, self.job_id)
             self._latest_all.update(latest)
             values["latest_metrics"] = dict(self._latest_all)
-        cancel = repository.report(session, self.job_id, self.attempt, values)
+        cancel = lifecycle.report(session, self.job_id, self.attempt, values)
         if cancel is None:  # gone, or (with an attempt) handed on by the sweep
             if self.attempt is None:
                 self._cancel = True
@@ -261,7 +261,7 @@ class DbReporter:
         rows = [{"job_id": self.job_id, "name": name, "step": step, "value": value,
                  "epoch": epoch} for (name, step), (value, epoch) in points.items()]
         if rows:
-            repository.upsert_metric_points(session, rows)
+            store.upsert_metric_points(session, rows)
         if checkpoints:
             self._write_checkpoints(session, checkpoints)
         return True
@@ -271,8 +271,8 @@ class DbReporter:
             path = Path(item["path"])
             if not path.is_dir():
                 continue
-            repository.upsert_checkpoint(session, checkpoint_row(
+            store.upsert_checkpoint(session, checkpoint_row(
                 self.job_id, item["name"], item["step"], path, self.data_dir, item["metrics"]))
-        gone = [c.name for c in repository.checkpoints(session, self.job_id)
-                if c.name != "final" and not (self.data_dir / c.path).is_dir()]
-        repository.delete_checkpoints(session, self.job_id, gone)
+        gone = [name for name, path in store.checkpoint_paths(session, self.job_id)
+                if name != "final" and not (self.data_dir / path).is_dir()]
+        store.delete_checkpoints(session, self.job_id, gone)

@@ -10,14 +10,14 @@ import logging
 import socket
 from pathlib import Path
 
-from sqlalchemy import update
+from sqlalchemy.orm import Session
 
 from app import paths
 from app.config import Settings, get_settings
 from app.datasets.models import Dataset
 from app.db import session_scope, utcnow
-from app.jobs import repository
-from app.jobs.models import Job, JobAttempt, JobStatus, prediction_columns
+from app.jobs import lifecycle, store
+from app.jobs.models import JobStatus, prediction_columns
 from worker import checkpoints, gpu
 from worker import data as D
 from worker.callbacks import metric_values
@@ -35,22 +35,8 @@ def worker_name() -> str:
 
 def claim(job_id: int, worker_id: str) -> int | None:
     """Atomically move a queued job to running; the attempt number, or None if not ours."""
-    now = utcnow()
     with session_scope() as session:
-        claimed = session.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.status == JobStatus.queued,
-                   Job.cancel_requested.is_(False))
-            .values(status=JobStatus.running, worker_id=worker_id, heartbeat_at=now,
-                    attempts=Job.attempts + 1, started_at=now, error_type=None,
-                    error_message=None, error_traceback=None, error_hint=None)
-        ).rowcount
-        if claimed != 1:
-            return None
-        job = session.get(Job, job_id)
-        session.add(JobAttempt(job_id=job_id, number=job.attempts, worker_id=worker_id,
-                               started_at=now))
-        return job.attempts
+        return lifecycle.claim(session, job_id, worker_id, utcnow())
 
 
 def confined(spec: dict, settings: Settings) -> dict:
@@ -147,34 +133,33 @@ def _begin_attempt(job_id: int, attempt: int, resume: Path | None, data_dir: Pat
     the lost attempt logged after the checkpoint goes, what it had not flushed yet comes back
     from the checkpoint's trainer_state.json. This run then continues it."""
     with session_scope() as session:
-        job = session.get(Job, job_id)
         if resume is not None:
-            _note_attempt(session, job_id, attempt, resumed_from=resume.name)
+            lifecycle.note_resume(session, job_id, attempt, resume.name)
             _restore_history(session, job_id, resume, data_dir)
             checkpoints.reconcile(session, job_id, resume.parent, data_dir)
         if attempt > 1:
             step = checkpoint_step(resume) if resume is not None else 0
-            repository.delete_metric_points_after(session, job_id, step)
-            job.global_step = step
-        return job.spec
+            store.delete_metric_points_after(session, job_id, step)
+            lifecycle.report(session, job_id, attempt, {"global_step": step})
+        return store.job_spec(session, job_id)
 
 
-def _restore_history(session, job_id: int, checkpoint: Path, data_dir: Path) -> None:
+def _restore_history(session: Session, job_id: int, checkpoint: Path, data_dir: Path) -> None:
     """Upsert the checkpoint's logged points from the first step the database may lack, and
     the checkpoint's row: a worker killed between saving and its next flush left them out."""
     step = checkpoint_step(checkpoint)
     state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
     history = [e for e in state.get("log_history", []) if e.get("step", step + 1) <= step]
-    have = repository.last_metric_step(session, job_id, up_to=step)
+    have = store.last_metric_step(session, job_id, up_to=step)
     rows = [{"job_id": job_id, "name": name, "step": entry["step"], "value": value,
              "epoch": entry.get("epoch")}
             for entry in history if entry["step"] >= have
             for name, value in metric_values(entry).items()]
     if rows:
-        repository.upsert_metric_points(session, rows)
+        store.upsert_metric_points(session, rows)
     evals = {name: value for entry in history if entry["step"] == step
              for name, value in metric_values(entry).items() if name.startswith("eval/")}
-    repository.upsert_checkpoint(
+    store.upsert_checkpoint(
         session, checkpoint_row(job_id, checkpoint.name, step, checkpoint, data_dir, evals))
 
 
@@ -192,40 +177,30 @@ def _settle_checkpoints(job_id: int, output_dir: Path, data_dir: Path, status: s
         log.exception("job %s: could not reconcile checkpoints with %s", job_id, output_dir)
 
 
-def _still_ours(session, job_id: int, attempt: int, reporter: DbReporter) -> bool:
-    """Fence for the final write: only the attempt that holds the lease may end the job."""
-    if reporter.lease_lost or not repository.renew_lease(session, job_id, attempt, utcnow()):
-        log.warning("job %s: attempt %s lost its lease; the sweep hands the job on", job_id,
-                    attempt)
-        return False
-    return True
-
-
-def _note_attempt(session, job_id: int, number: int, **values) -> None:
-    attempt = session.query(JobAttempt).filter_by(job_id=job_id, number=number).one()
-    for key, value in values.items():
-        setattr(attempt, key, value)
+def _lost(job_id: int, attempt: int) -> str:
+    """The final write matched nothing: the sweep handed the job on (or it is gone)."""
+    log.warning("job %s: attempt %s lost its lease; the sweep hands the job on", job_id, attempt)
+    return LOST
 
 
 def _finish(job_id: int, attempt: int, outcome: Outcome, reporter: DbReporter) -> str:
+    """Succeeded (or cancelled, when it stopped for a cancel), with predictions and the final
+    checkpoint, if this attempt still holds the job: only it may end the job."""
     status = JobStatus.cancelled if outcome.cancelled else JobStatus.succeeded
-    now = utcnow()
+    end = lifecycle.cancel_ack if outcome.cancelled else lifecycle.finish
+    final = outcome.final_metrics if outcome.final_dir is not None else None
     with session_scope() as session:
-        if not _still_ours(session, job_id, attempt, reporter):
-            return LOST
-        job = session.get(Job, job_id)
+        if reporter.lease_lost or not end(session, job_id, attempt, utcnow(),
+                                          outcome.global_step, final):
+            return _lost(job_id, attempt)
         if outcome.final_dir is not None:
-            repository.replace_predictions(session, job_id, [
+            store.replace_predictions(session, job_id, [
                 prediction_columns(job_id, outcome.task, row) for row in outcome.predictions])
             evals = {k: v for k, v in outcome.final_metrics.items() if k.startswith("eval/")}
             for directory in outcome.final_dirs:  # `final`, and `final-merged` for LoRA
-                repository.upsert_checkpoint(session, checkpoint_row(
+                store.upsert_checkpoint(session, checkpoint_row(
                     job_id, directory.name, outcome.global_step, directory, reporter.data_dir,
                     evals))
-            job.final_metrics = outcome.final_metrics
-        job.status, job.finished_at, job.global_step = status, now, outcome.global_step
-        job.eta_seconds = None
-        _note_attempt(session, job_id, attempt, ended_at=now, outcome=status)
     log.info("job %s %s at step %s", job_id, status, outcome.global_step)
     return status
 
@@ -233,14 +208,8 @@ def _finish(job_id: int, attempt: int, outcome: Outcome, reporter: DbReporter) -
 def _fail(job_id: int, attempt: int, exc: BaseException, reporter: DbReporter) -> str:
     kind, message, tail, hint = describe_failure(exc)
     log.error("job %s failed: %s: %s", job_id, kind, message)
-    now = utcnow()
     with session_scope() as session:
-        if not _still_ours(session, job_id, attempt, reporter):
-            return LOST
-        job = session.get(Job, job_id)
-        job.status, job.finished_at, job.eta_seconds = JobStatus.failed, now, None
-        job.error_type, job.error_message, job.error_traceback, job.error_hint = (
-            kind, message, tail, hint)
-        _note_attempt(session, job_id, attempt, ended_at=now, outcome=JobStatus.failed,
-                      message=f"{kind}: {message}"[:2000])
+        if reporter.lease_lost or not lifecycle.fail(session, job_id, attempt, utcnow(), kind,
+                                                     message, tail, hint):
+            return _lost(job_id, attempt)
     return JobStatus.failed

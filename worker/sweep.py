@@ -9,7 +9,7 @@
    those queued longer than the lease timeout. Where the broker cannot be read, only the start
    re-sends, blindly. A duplicate message is harmless: the worker's atomic claim drops it.
 
-Every change is a conditional UPDATE (see app/jobs/repository.py), so any number of sweepers
+Every change is a conditional UPDATE (see app/jobs/lifecycle.py), so any number of sweepers
 (one per worker, plus `serve`) can run at once. Tasks are sent after the commit. No Celery
 import here beyond app.jobs.queue's producer.
 """
@@ -28,13 +28,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
 from app.db import make_engine, session_scope, utcnow
-from app.jobs import repository
-from app.jobs.models import Job, JobStatus
+from app.jobs import lifecycle
+from app.jobs.models import Job
 from app.jobs.queue import enqueue_after_commit
 from worker.broker import BrokerView
 
 log = logging.getLogger(__name__)
-LOST = "lost"
 LOST_HINT = ("Each attempt's worker stopped heartbeating without reporting an error: the process "
              "was killed (host out of memory, preemption, a reboot) or hung. Check the worker "
              "logs and `dmesg` on that host; raise TUNEDECK_MAX_RESTARTS to allow more restarts.")
@@ -66,13 +65,12 @@ def sweep(settings: Settings, sessions: sessionmaker[Session], broker: BrokerVie
 def expire_leases(session: Session, settings: Settings, report: SweepReport) -> None:
     now = utcnow()
     cutoff = now - timedelta(seconds=settings.lease_timeout_seconds)
-    for job in repository.expired_leases(session, cutoff):
-        worker, seen, attempt = job.worker_id or "an unknown host", job.heartbeat_at, job.attempts
-        outcome, values = _after_loss(job, settings, now)
-        if not repository.take_expired_lease(session, job.id, attempt, cutoff, **values):
+    for job in lifecycle.expired(session, cutoff):
+        worker, seen = job.worker_id or "an unknown host", job.heartbeat_at
+        message = f"worker {worker} stopped heartbeating at {_when(seen)}"
+        outcome = _after_loss(session, job, settings, now, cutoff, message)
+        if outcome is None:
             continue  # renewed, finished or taken by another sweeper meanwhile
-        _end_attempt(session, job.id, attempt, now,
-                     f"worker {worker} stopped heartbeating at {_when(seen)}")
         getattr(report, outcome).append(job.id)
         if outcome == "requeued":
             enqueue_after_commit(session, job.id)
@@ -80,26 +78,23 @@ def expire_leases(session: Session, settings: Settings, report: SweepReport) -> 
                     _when(seen), outcome)
 
 
-def _after_loss(job: Job, settings: Settings, now: datetime) -> tuple[str, dict]:
-    """What becomes of a job whose worker was lost: requeued, failed or cancelled."""
-    ended = {"finished_at": now, "eta_seconds": None}
+def _after_loss(session: Session, job: Job, settings: Settings, now: datetime,
+                cutoff: datetime, message: str) -> str | None:
+    """End the lost attempt: the job is cancelled (a cancel was pending), failed (no restarts
+    left) or requeued; None when the attempt renewed or ended meanwhile."""
     if job.cancel_requested:
-        return "cancelled", {"status": JobStatus.cancelled, **ended}
+        done = lifecycle.cancel_ack(session, job.id, job.attempts, now, expired_before=cutoff,
+                                    message=message)
+        return "cancelled" if done else None
     if job.attempts > settings.max_restarts:
-        message = (f"worker lost {job.attempts} times (TUNEDECK_MAX_RESTARTS="
-                   f"{settings.max_restarts}); last seen on {job.worker_id or 'an unknown host'}"
-                   f" at {_when(job.heartbeat_at)}")
-        return "failed", {"status": JobStatus.failed, "error_type": "WorkerLost",
-                          "error_message": message, "error_traceback": None,
-                          "error_hint": LOST_HINT, **ended}
-    return "requeued", {"status": JobStatus.queued, "worker_id": None, "heartbeat_at": None,
-                        "enqueued_at": now, "eta_seconds": None}
-
-
-def _end_attempt(session: Session, job_id: int, number: int, now: datetime, message: str) -> None:
-    row = repository.attempt(session, job_id, number)
-    if row is not None and row.ended_at is None:
-        row.ended_at, row.outcome, row.message = now, LOST, message
+        error = (f"worker lost {job.attempts} times (TUNEDECK_MAX_RESTARTS="
+                 f"{settings.max_restarts}); last seen on {job.worker_id or 'an unknown host'}"
+                 f" at {_when(job.heartbeat_at)}")
+        done = lifecycle.lose(session, job.id, job.attempts, now, cutoff, message, error,
+                              LOST_HINT)
+        return "failed" if done else None
+    done = lifecycle.requeue(session, job.id, job.attempts, now, cutoff, message)
+    return "requeued" if done else None
 
 
 def _when(moment: datetime | None) -> str:
@@ -111,7 +106,7 @@ def resend_lost(session: Session, settings: Settings, broker: BrokerView, report
     """Send queued jobs again that have no message in the broker."""
     now = utcnow()
     grace = 0.0 if startup else settings.lease_timeout_seconds
-    waiting = repository.waiting_jobs(session, now - timedelta(seconds=grace))
+    waiting = lifecycle.waiting(session, now - timedelta(seconds=grace))
     if not waiting:
         return
     held = broker.job_ids()
@@ -120,7 +115,7 @@ def resend_lost(session: Session, settings: Settings, broker: BrokerView, report
     for job in waiting:
         if held is not None and job.id in held:
             continue
-        if repository.mark_resent(session, job.id, job.enqueued_at, now):
+        if lifecycle.resend(session, job.id, job.enqueued_at, now):
             enqueue_after_commit(session, job.id)
             report.resent.append(job.id)
     if report.resent:

@@ -12,7 +12,7 @@ from fastapi.responses import StreamingResponse
 from app.db import read_only
 from app.deps import JobDep, JobId, SessionDep, SettingsDep
 from app.errors import Conflict, Invalid
-from app.jobs import repository, service
+from app.jobs import repository, series, service
 from app.jobs.archive import stream_snapshot
 from app.jobs.events import STREAMS_RETRY_AFTER, EventStream, hub_of
 from app.jobs.models import JobStatus
@@ -100,7 +100,7 @@ def get_metrics(
     max_points: Annotated[int, Query(ge=4, le=100_000)] = 2000,
     name: Annotated[list[str] | None, Query(max_length=50)] = None,
 ) -> MetricsOut:
-    return service.metric_series(session, job.id, after_step=after_step, max_points=max_points,
+    return series.metric_series(session, job.id, after_step=after_step, max_points=max_points,
                                  names=name)
 
 

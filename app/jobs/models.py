@@ -116,7 +116,7 @@ class MetricPoint(Base):
 
 class MetricTile(Base):
     """One series summarised over a range of steps: how many points, and its first, last,
-    min and max point. Written with the points (repository.refresh_metric_tiles), read by the
+    min and max point. Written with the points (store.refresh_metric_tiles), read by the
     chart's M4 downsampling, so a long run's chart reads tiles instead of every point."""
 
     __tablename__ = "metric_tiles"

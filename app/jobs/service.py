@@ -1,13 +1,12 @@
-"""Rules and state transitions for jobs; no commits here (the boundary commits)."""
+"""Rules for jobs and the JSON the API shows of them; the state changes themselves are
+app/jobs/lifecycle.py's. No commits here (the boundary commits)."""
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
-from itertools import groupby
 from typing import Any
 
 import orjson
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Row
 from sqlalchemy.orm import Session
 
 from app import paths
@@ -15,7 +14,7 @@ from app.config import Settings, get_settings
 from app.datasets.models import Dataset
 from app.db import loads_json, utcnow
 from app.errors import Conflict, Invalid
-from app.jobs import repository
+from app.jobs import lifecycle, repository
 from app.jobs.models import Job, JobStatus
 from app.jobs.queue import enqueue_after_commit
 from app.jobs.schemas import (
@@ -23,8 +22,6 @@ from app.jobs.schemas import (
     PREDICTION_MODELS,
     JobOut,
     JobSpec,
-    MetricSeries,
-    MetricsOut,
     PredictionOut,
     PredictionPage,
     Progress,
@@ -35,29 +32,15 @@ def create_job(session: Session, spec: JobSpec, settings: Settings | None = None
     if spec.dataset.source == "upload" and session.get(Dataset, spec.dataset.path) is None:
         raise Invalid("dataset.path", f"no uploaded dataset with id {spec.dataset.path!r}")
     paths.confine(spec.model_dump(), paths.allowed_roots(session, settings or get_settings()))
-    job = Job(
-        name=spec.display_name(),
-        spec=spec.model_dump(mode="json"),
-        status=JobStatus.queued,
-        enqueued_at=utcnow(),
-        latest_metrics={},
-        info=[],
-    )
-    session.add(job)
-    session.flush()
+    job = lifecycle.queue(session, spec.display_name(), spec.model_dump(mode="json"), utcnow())
     enqueue_after_commit(session, job.id)
     return job
 
 
 def cancel_job(session: Session, job: Job) -> Job:
-    """A queued job is cancelled at once (it never starts); a running one stops at its next step.
-
-    Conditional updates, so a worker claiming the job (or the sweep re-queueing it) at the same
-    moment cannot slip between the status check and the write.
-    """
-    if not (repository.cancel_if_queued(session, job.id, utcnow())
-            or repository.request_cancel_if_running(session, job.id)
-            or repository.cancel_if_queued(session, job.id, utcnow())):
+    """A queued job is cancelled at once (it never starts); a running one stops at its next step
+    (lifecycle.cancel); Conflict once it has finished."""
+    if not lifecycle.cancel(session, job.id, utcnow()):
         session.refresh(job)
         raise Conflict(f"job {job.id} already {job.status}")
     session.refresh(job)
@@ -83,35 +66,34 @@ def _progress(status: str, step: int | None, max_steps: int | None, epoch: float
     }
 
 
-def job_dict(values: Sequence[Any]) -> dict[str, Any]:
-    """A job as the API shows it (the fields of JobOut), from its repository.JOB_OUT_COLUMNS.
+# The columns job_dict copies as they are; the others it groups (progress, error).
+_AS_IS = ("id", "name", "status", "spec", "created_at", "started_at", "finished_at",
+          "cancel_requested", "final_metrics", "label_names", "gpu_peak_memory_mb",
+          "gpu_utilization", "attempts")
+
+
+def job_dict(c: dict[str, Any]) -> dict[str, Any]:
+    """A job as the API shows it (the fields of JobOut), from its repository.JOB_OUT_COLUMNS
+    by name.
 
     Plain dicts, so the hot read endpoints serialize with orjson, skipping pydantic
     validation of every row; to_out() validates the same dict into a JobOut.
     """
-    (job_id, name, status, spec, created_at, started_at, finished_at, cancel_requested, step,
-     max_steps, epoch, samples_per_second, eta_seconds, progress_at, latest_metrics,
-     final_metrics, label_names, info, gpu_peak_memory_mb, gpu_utilization, attempts,
-     error_type, error_message, error_traceback, error_hint) = values
     error = None
-    if error_type or error_message:
-        error = {"type": error_type, "message": error_message, "traceback": error_traceback,
-                 "hint": error_hint}
-    return {
-        "id": job_id, "name": name, "status": status, "spec": spec, "created_at": created_at,
-        "started_at": started_at, "finished_at": finished_at,
-        "cancel_requested": cancel_requested,
-        "progress": _progress(status, step, max_steps, epoch, samples_per_second, eta_seconds,
-                              progress_at),
-        "latest_metrics": latest_metrics or {}, "final_metrics": final_metrics,
-        "label_names": label_names, "info": info or [], "error": error,
-        "gpu_peak_memory_mb": gpu_peak_memory_mb, "gpu_utilization": gpu_utilization,
-        "attempts": attempts,
-    }
+    if c["error_type"] or c["error_message"]:
+        error = {"type": c["error_type"], "message": c["error_message"],
+                 "traceback": c["error_traceback"], "hint": c["error_hint"]}
+    out = {name: c[name] for name in _AS_IS}
+    out.update(
+        progress=_progress(c["status"], c["global_step"], c["max_steps"], c["epoch"],
+                           c["samples_per_second"], c["eta_seconds"], c["progress_at"]),
+        latest_metrics=c["latest_metrics"] or {}, info=c["info"] or [], error=error)
+    return out
 
 
 def to_out(job: Job) -> JobOut:
-    return JobOut.model_validate(job_dict([getattr(job, c) for c in repository.JOB_OUT_COLUMNS]))
+    return JobOut.model_validate(job_dict({c: getattr(job, c)
+                                           for c in repository.JOB_OUT_COLUMNS}))
 
 
 # The hot read endpoints (scripts poll them): one autocommit connection, one SELECT, the
@@ -131,12 +113,12 @@ def job_page_json(connection: Connection, *, status: str | None, page: int,
                          "page": page, "per_page": per_page})
 
 
-def _text_row_dict(row: Sequence[Any]) -> dict[str, Any]:
-    """job_dict of a row whose JSON columns (repository.JSON_AT) are their stored text."""
-    values = list(row)
-    for i in repository.JSON_AT:
-        values[i] = raw_json(values[i])
-    return job_dict(values)
+def _text_row_dict(row: Row) -> dict[str, Any]:
+    """job_dict of a row whose repository.JSON_COLUMNS are their stored text."""
+    columns = row._asdict()
+    for name in repository.JSON_COLUMNS:
+        columns[name] = raw_json(columns[name])
+    return job_dict(columns)
 
 
 def raw_json(stored: str | None) -> Any:
@@ -151,89 +133,6 @@ def raw_json(stored: str | None) -> Any:
     if "NaN" in stored or "Infinity" in stored:
         return loads_json(stored)
     return orjson.Fragment(stored)
-
-
-def metric_series(
-    session: Session, job_id: int, *, after_step: int = -1, max_points: int = 2000,
-    names: list[str] | None = None,
-) -> MetricsOut:
-    """Each series whole, or M4-downsampled to at most max_points when longer."""
-    # The cursor is read first: a point written meanwhile is then replayed by the event
-    # stream (a duplicate the page drops) instead of being missed (a gap).
-    last_id = repository.last_metric_id(session, job_id)
-    series = {}
-    names = names or repository.metric_names(session, job_id)
-    summaries = repository.metric_tile_summaries(session, job_id, names)
-    for name in names:
-        summary = summaries.get(name, (0, 0, 0))
-        points = _series_points(session, job_id, name, summary, after_step, max_points)
-        series[name] = MetricSeries(steps=[p[0] for p in points], values=[p[1] for p in points])
-    return MetricsOut(job_id=job_id, series=series, last_id=last_id)
-
-
-def _series_points(session: Session, job_id: int, name: str, summary: tuple[int, int, int],
-                   after_step: int, max_points: int):
-    """Short series and tails (after_step) from the points; long ones from the tiles."""
-    buckets = max(1, max_points // 4)
-    count, lo, hi = summary
-    level = _tile_level(hi - lo + 1, buckets)
-    if count <= max_points or after_step >= lo or level is None:
-        points = repository.metric_points(session, job_id, name, after_step)
-        return points if len(points) <= max_points else m4(points, buckets)
-    return m4_tiles(repository.metric_tiles(session, job_id, name, level), buckets)
-
-
-def _tile_level(span: int, buckets: int) -> int | None:
-    """The coarsest tile level that still puts at least one tile in every bucket."""
-    fits = [level for level, width in enumerate(repository.TILE_WIDTHS)
-            if width * buckets <= span]
-    return fits[-1] if fits else None
-
-
-def m4_tiles(tiles: list[tuple], buckets: int) -> list[tuple[int, float]]:
-    """m4 over tile summaries (first, last, min and max point of each, in step order).
-
-    Reads at most 16 tiles per bucket however long the run: 1,000,000 points chart in
-    milliseconds instead of the seconds a scan of every point takes.
-    """
-    lo, span = tiles[0][0], tiles[-1][2] - tiles[0][0] + 1
-    kept: list[tuple[int, float]] = []
-    # One pass, no per-bucket lists: this loop is most of the chart request's CPU time.
-    # Strict comparisons keep the first of equal minima/maxima, as min()/max() would.
-    bucket = first = last = low = high = None
-    for tile in tiles:
-        at = (tile[0] - lo) * buckets // span
-        if at != bucket:
-            if bucket is not None:
-                kept.extend(sorted({first[0:2], last[2:4], low[4:6], high[6:8]}))
-            bucket, first, low, high = at, tile, tile, tile
-        else:
-            if tile[5] < low[5]:
-                low = tile
-            if tile[7] > high[7]:
-                high = tile
-        last = tile
-    kept.extend(sorted({first[0:2], last[2:4], low[4:6], high[6:8]}))
-    return kept
-
-
-def m4(points: list[tuple[int, float]], buckets: int) -> list[tuple[int, float]]:
-    """Per bucket of steps keep the first, last, min and max point, in step order.
-
-    One ordered index scan plus this pass: on SQLite the same in SQL (a join on the computed
-    bucket) took minutes for a 333,000-point series; this takes well under a second.
-    """
-    lo, span = points[0][0], points[-1][0] - points[0][0] + 1
-    kept: list[tuple[int, float]] = []
-    for _, group in groupby(points, key=lambda p: (p[0] - lo) * buckets // span):
-        rows = list(group)
-        chosen = {rows[0], min(rows, key=_value), max(rows, key=_value), rows[-1]}
-        kept.extend(sorted(chosen))
-    return kept
-
-
-def _value(point: tuple[int, float]) -> float:
-    return point[1]
 
 
 def prediction_page(

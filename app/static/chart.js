@@ -37,7 +37,9 @@
     return true;
   }
 
-  // M4, as on the server: per bucket of steps keep the first, last, min and max point.
+  // M4, the server's algorithm (app/jobs/series.py m4): per bucket of steps keep the first,
+  // last, min and max point. Only for live points piling up on a page left open; history
+  // arrives already downsampled.
   function thin(points, maxPoints) {
     const steps = Array.from(points.keys()).sort((a, b) => a - b);
     const buckets = Math.max(1, Math.floor(maxPoints / 4));

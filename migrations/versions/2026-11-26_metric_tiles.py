@@ -17,7 +17,7 @@ depends_on: str | Sequence[str] | None = None
 LEVELS = 5
 COLUMNS = ("points, first_step, first_value, last_step, last_value, min_step, min_value, "
            "max_step, max_value")
-# The same summaries app.jobs.repository.refresh_metric_tiles writes, for the points already
+# The same summaries app.jobs.store.refresh_metric_tiles writes, for the points already
 # stored: level 0 from the points, each further level from the one below.
 POINTS = ("SELECT job_id, name, step / 16 AS parent, 1 AS points, step AS first_step, "
           "value AS first_value, step AS last_step, value AS last_value, step AS min_step, "

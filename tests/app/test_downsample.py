@@ -6,7 +6,7 @@ import random
 import pytest
 
 from app.db import session_scope
-from app.jobs import service
+from app.jobs import series
 from app.jobs.models import MetricPoint
 from tests.app.factories import make_job
 
@@ -16,7 +16,7 @@ def test_m4_keeps_first_last_min_and_max_of_each_bucket():
     points = [(step, rng.random()) for step in range(1, 100_001)]
     points[500] = (501, -5.0)
     points[70_000] = (70_001, 9.0)
-    kept = service.m4(points, 500)
+    kept = series.m4(points, 500)
     assert len(kept) <= 2000 and kept == sorted(kept)
     assert kept[0] == points[0] and kept[-1] == points[-1]
     assert (501, -5.0) in kept and (70_001, 9.0) in kept
@@ -34,7 +34,7 @@ def test_long_series_come_back_downsampled_short_ones_whole(settings_env):
         session.add_all(MetricPoint(job_id=job_id, name="eval/loss", step=s, value=1 / s)
                         for s in range(500, 5001, 500))
     with session_scope() as session:
-        out = service.metric_series(session, job_id, max_points=2000)
+        out = series.metric_series(session, job_id, max_points=2000)
     loss = out.series["train/loss"]
     assert len(loss.steps) <= 2000 and loss.steps[0] == 1 and loss.steps[-1] == 5000
     assert out.series["eval/loss"].steps == list(range(500, 5001, 500))
@@ -64,4 +64,4 @@ def test_m4_tiles_matches_its_plain_statement(seed):
         tiles.append((first, values[0], last, values[1], first + rng.randrange(width),
                       min(values), first + rng.randrange(width), max(values)))
     for buckets in (1, 7, 500, 5000):
-        assert service.m4_tiles(tiles, buckets) == reference_m4_tiles(tiles, buckets)
+        assert series.m4_tiles(tiles, buckets) == reference_m4_tiles(tiles, buckets)

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import create_engine, delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.jobs import repository, service
+from app.jobs import series, store
 from app.jobs.models import Job, MetricPoint, MetricTile
 from app.migrate import alembic_config, upgrade
 from tests.fixtures import (
@@ -60,13 +60,13 @@ def tiles(session: Session) -> list[tuple]:
 def rebuilt(session: Session) -> list[tuple]:
     """The tiles recomputed from scratch over every point."""
     session.execute(delete(MetricTile))
-    repository.refresh_metric_tiles(session, 1, 0, STEPS)
+    store.refresh_metric_tiles(session, 1, 0, STEPS)
     return tiles(session)
 
 
 def assert_m4(session: Session, name: str, max_points: int = 2000) -> None:
-    points = repository.metric_points(session, 1, name, -1)
-    got = service.metric_series(session, 1, max_points=max_points).series[name]
+    points = series.metric_points(session, 1, name, -1)
+    got = series.metric_series(session, 1, max_points=max_points).series[name]
     kept = list(zip(got.steps, got.values, strict=True))
     assert len(kept) <= max_points and kept == sorted(kept) and set(kept) <= set(points)
     assert kept[0] == points[0] and kept[-1] == points[-1]
@@ -76,17 +76,17 @@ def assert_m4(session: Session, name: str, max_points: int = 2000) -> None:
 
 def test_tiles_stay_exact_through_batches_overwrites_and_deletes(db_session):
     for start in range(1, STEPS, 997):  # batches that straddle tile edges, like the reporter's
-        repository.upsert_metric_points(db_session, rows(range(start, min(start + 997, STEPS)),
+        store.upsert_metric_points(db_session, rows(range(start, min(start + 997, STEPS)),
                                                          start))
-    repository.upsert_metric_points(db_session, rows(range(1, 1000, 100), 1, "eval/loss"))
+    store.upsert_metric_points(db_session, rows(range(1, 1000, 100), 1, "eval/loss"))
     written = tiles(db_session)
     assert written == rebuilt(db_session)
 
-    low = min(repository.metric_points(db_session, 1, "train/loss", -1), key=lambda p: p[1])
-    repository.upsert_metric_points(db_session, [{"job_id": 1, "name": "train/loss",
+    low = min(series.metric_points(db_session, 1, "train/loss", -1), key=lambda p: p[1])
+    store.upsert_metric_points(db_session, [{"job_id": 1, "name": "train/loss",
                                                   "step": low[0], "value": 5.0, "epoch": None}])
     db_session.execute(delete(MetricPoint).where(MetricPoint.step > 15_000))
-    repository.refresh_metric_tiles(db_session, 1, 15_001, STEPS)
+    store.refresh_metric_tiles(db_session, 1, 15_001, STEPS)
     after = tiles(db_session)
     assert after == rebuilt(db_session)
     assert max(t[11] for t in after if t[0] == "train/loss") == 5.0
@@ -94,15 +94,15 @@ def test_tiles_stay_exact_through_batches_overwrites_and_deletes(db_session):
 
 
 def test_chart_from_tiles_keeps_first_last_min_and_max(db_session):
-    series = rows(range(STEPS), 3)
-    series[1234]["value"], series[17_001]["value"] = -1.0, 2.0
-    repository.upsert_metric_points(db_session, series)
-    repository.upsert_metric_points(db_session, rows(range(500, STEPS, 500), 4, "eval/loss"))
+    points = rows(range(STEPS), 3)
+    points[1234]["value"], points[17_001]["value"] = -1.0, 2.0
+    store.upsert_metric_points(db_session, points)
+    store.upsert_metric_points(db_session, rows(range(500, STEPS, 500), 4, "eval/loss"))
     assert_m4(db_session, "train/loss")
     assert_m4(db_session, "train/loss", max_points=100)
-    out = service.metric_series(db_session, 1, max_points=2000)
+    out = series.metric_series(db_session, 1, max_points=2000)
     assert out.series["eval/loss"].steps == list(range(500, STEPS, 500))  # short: whole
-    tail = service.metric_series(db_session, 1, after_step=STEPS - 11).series["train/loss"]
+    tail = series.metric_series(db_session, 1, after_step=STEPS - 11).series["train/loss"]
     assert tail.steps == list(range(STEPS - 10, STEPS))
 
 

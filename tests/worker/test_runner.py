@@ -7,7 +7,7 @@ from sqlalchemy import func, select
 from transformers import AutoModelForSequenceClassification
 
 from app.db import session_scope
-from app.jobs import repository, service
+from app.jobs import repository, series, service
 from app.jobs.models import Job, MetricPoint, Prediction
 from app.jobs.schemas import JobSpec
 from tests.fixtures import tiny_spec
@@ -35,15 +35,15 @@ def test_tiny_job_trains_and_stores_everything(settings_env, tiny_model, make_da
     assert job.label_names == ["0", "1"]
     assert any("newly initialized" in note for note in job.info)
     with session_scope() as session:
-        series = service.metric_series(session, job_id).series
-        assert series["train/loss"].steps == list(range(1, 9))  # logging_steps=1
-        assert series["eval/accuracy"].steps == [4, 8] and len(series["eval/f1"].steps) == 2
-        assert "train/train_runtime" in series and "train/learning_rate" in series
+        charted = series.metric_series(session, job_id).series
+        assert charted["train/loss"].steps == list(range(1, 9))  # logging_steps=1
+        assert charted["eval/accuracy"].steps == [4, 8] and len(charted["eval/f1"].steps) == 2
+        assert "train/train_runtime" in charted and "train/learning_rate" in charted
         names = [c.name for c in repository.checkpoints(session, job_id)]
         assert names == ["checkpoint-4", "checkpoint-8", "final"]
         assert session.scalar(select(func.count(Prediction.id)).where(
             Prediction.job_id == job_id)) == 16
-    assert job.final_metrics["eval/accuracy"] == series["eval/accuracy"].values[-1]
+    assert job.final_metrics["eval/accuracy"] == charted["eval/accuracy"].values[-1]
     final = Path(settings_env["TUNEDECK_DATA_DIR"]) / "jobs" / str(job_id) / "final"
     model = AutoModelForSequenceClassification.from_pretrained(final)
     assert model.config.id2label == {0: "0", 1: "1"}

@@ -14,7 +14,7 @@ from sqlalchemy.exc import OperationalError, StatementError
 
 from app.config import get_settings
 from app.db import session_scope, utcnow
-from app.jobs import repository, service
+from app.jobs import lifecycle, repository, service
 from app.jobs.models import Job, JobAttempt, JobStatus, MetricPoint
 from app.jobs.schemas import JobSpec
 from tests.fixtures import REDIS_URL, redis_available, service_missing
@@ -115,10 +115,10 @@ def test_only_the_attempt_that_holds_the_lease_can_change_it(settings_env):
     job_id = running_job(heartbeat_age=10, attempts=2)
     cutoff = utcnow()
     with session_scope() as session:
-        assert not repository.renew_lease(session, job_id, 1, utcnow())
-        assert not repository.take_expired_lease(session, job_id, 1, cutoff, status="queued")
-        assert repository.renew_lease(session, job_id, 2, utcnow())
-        assert not repository.take_expired_lease(session, job_id, 2, cutoff, status="queued")
+        assert not lifecycle.heartbeat(session, job_id, 1, utcnow())
+        assert not lifecycle.requeue(session, job_id, 1, utcnow(), cutoff, "lost")
+        assert lifecycle.heartbeat(session, job_id, 2, utcnow())
+        assert not lifecycle.requeue(session, job_id, 2, utcnow(), cutoff, "lost")
 
 
 def test_queued_jobs_the_broker_lost_are_sent_again(sweeper):
