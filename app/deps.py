@@ -3,11 +3,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Path
+from fastapi import Depends, Path
 from sqlalchemy.orm import Session
 
 from app.config import Settings, get_settings
 from app.db import get_session
+from app.errors import NotFound
 from app.jobs.models import Job
 
 # scope="function": commit before the response is sent, so a client that follows a redirect
@@ -22,7 +23,7 @@ JobId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 def get_job_or_404(session: SessionDep, job_id: JobId) -> Job:
     job = session.get(Job, job_id)
     if job is None:
-        raise HTTPException(404, f"job {job_id} not found")
+        raise NotFound(f"job {job_id} not found")
     return job
 
 

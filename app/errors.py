@@ -1,4 +1,4 @@
-"""Domain errors that routers turn into HTTP responses."""
+"""Domain errors; app/main.py's exception handlers turn them into HTTP responses."""
 
 
 class NotFound(Exception):

@@ -1,10 +1,12 @@
 """The FastAPI application factory."""
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from app.auth.deps import ApiAuth, Csrf, require_page_user
@@ -12,6 +14,7 @@ from app.auth.throttle import FailureLimiter
 from app.auth.views import router as auth_views
 from app.config import get_settings
 from app.datasets.api import router as datasets_api
+from app.errors import Conflict, Invalid, NotFound, TooLarge
 from app.jobs.api import router as jobs_api
 from app.jobs.api import spec_errors
 from app.jobs.events import lifespan as event_streams
@@ -30,6 +33,7 @@ def create_app() -> FastAPI:
     app.add_middleware(BodySizeLimit)
     app.add_middleware(SiteGuard)  # the outermost: a foreign Host is refused before anything
     app.add_exception_handler(RequestValidationError, spec_errors)
+    add_error_handlers(app)
     app.include_router(jobs_api, dependencies=[ApiAuth], responses=UNAUTHORIZED)
     app.include_router(datasets_api, dependencies=[ApiAuth], responses=UNAUTHORIZED)
     app.include_router(auth_views)
@@ -41,3 +45,24 @@ def create_app() -> FastAPI:
         return {"status": "ok"}
 
     return app
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    """The domain errors as HTTP answers, for every route: routes just let them propagate."""
+    for error, status in ((NotFound, 404), (Conflict, 409), (TooLarge, 413)):
+        app.add_exception_handler(error, _plain(status))
+    app.add_exception_handler(Invalid, _invalid)
+
+
+def _plain(status: int) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+    async def handler(_request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status)
+    return handler
+
+
+async def _invalid(request: Request, exc: Exception) -> JSONResponse:
+    """422 shaped like FastAPI's own validation errors, naming the field (query or body)."""
+    assert isinstance(exc, Invalid)
+    where = "query" if request.method in ("GET", "HEAD") else "body"
+    return JSONResponse({"detail": [{"loc": [where, *exc.field.split(".")], "msg": exc.message,
+                                     "type": "value_error"}]}, 422)

@@ -3,13 +3,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, HTTPException, Path, Query, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Path, Query, UploadFile
 
 from app.datasets import service
 from app.datasets.models import Dataset
 from app.datasets.schemas import DatasetList, DatasetOut
 from app.deps import SessionDep, SettingsDep
-from app.errors import Conflict, Invalid, NotFound, TooLarge
 from app.openapi_docs import Responses, error
 
 router = APIRouter(prefix="/api/v1/datasets", tags=["datasets"])
@@ -19,18 +18,10 @@ LabelColumn = Annotated[str | None, Query(max_length=200, description=(
     "column to count values of; default: a column named label"))]
 
 
-def invalid(exc: Invalid, where: str) -> HTTPException:
-    loc = [where, exc.field]
-    return HTTPException(422, [{"loc": loc, "msg": exc.message, "type": "value_error"}])
-
-
 def get_dataset_or_404(
     session: SessionDep, dataset_id: Annotated[str, Path(max_length=32)]
 ) -> Dataset:
-    try:
-        return service.get(session, dataset_id)
-    except NotFound as exc:
-        raise HTTPException(404, str(exc)) from exc
+    return service.get(session, dataset_id)
 
 
 DatasetDep = Annotated[Dataset, Depends(get_dataset_or_404)]
@@ -47,14 +38,9 @@ def upload_dataset(
     label_column: Annotated[str | None, Form(max_length=200)] = None,
 ) -> DatasetOut:
     """Upload a table; refer to it in a job spec as dataset.source=upload, path=<id>."""
-    try:
-        dataset = service.save_upload(session, settings, file.filename or "", file.file,
-                                      label_column)
-        return service.describe(dataset, label_column)
-    except Invalid as exc:
-        raise invalid(exc, "body") from exc
-    except TooLarge as exc:
-        raise HTTPException(413, str(exc)) from exc
+    dataset = service.save_upload(session, settings, file.filename or "", file.file,
+                                  label_column)
+    return service.describe(dataset, label_column)
 
 
 @router.get("", response_model=DatasetList)
@@ -70,16 +56,10 @@ def list_datasets(
 @router.get("/{dataset_id}", response_model=DatasetOut, responses={
     **NOT_FOUND, 422: {"description": "label_column is not a column"}})
 def get_dataset(dataset: DatasetDep, label_column: LabelColumn = None) -> DatasetOut:
-    try:
-        return service.describe(dataset, label_column)
-    except Invalid as exc:
-        raise invalid(exc, "query") from exc
+    return service.describe(dataset, label_column)
 
 
 @router.delete("/{dataset_id}", status_code=204, responses={
     **NOT_FOUND, 409: error("A queued or running job uses it")})
 def delete_dataset(dataset: DatasetDep, session: SessionDep, settings: SettingsDep) -> None:
-    try:
-        service.delete(session, settings, dataset)
-    except Conflict as exc:
-        raise HTTPException(409, str(exc)) from exc
+    service.delete(session, settings, dataset)

@@ -11,7 +11,7 @@ from fastapi.responses import StreamingResponse
 
 from app.db import read_only
 from app.deps import JobDep, JobId, SessionDep, SettingsDep
-from app.errors import Conflict, Invalid
+from app.errors import NotFound
 from app.jobs import repository, series, service
 from app.jobs.archive import stream_snapshot
 from app.jobs.events import STREAMS_RETRY_AFTER, EventStream, hub_of
@@ -45,12 +45,7 @@ async def spec_errors(request: Request, exc: Exception) -> Response:
     400: error("The body could not be decoded (not UTF-8 JSON)"),
     422: {"description": "The spec names a bad field"}})
 def submit_job(spec: JobSpec, session: SessionDep) -> JobOut:
-    try:
-        job = service.create_job(session, spec)
-    except Invalid as exc:
-        raise HTTPException(422, [{"loc": ["body", *exc.field.split(".")], "msg": exc.message,
-                                   "type": "value_error"}]) from exc
-    return service.to_out(job)
+    return service.to_out(service.create_job(session, spec))
 
 
 # The two reads scripts and dashboards poll. They run on the event loop, not in the thread
@@ -73,17 +68,14 @@ async def list_jobs(
 async def get_job(job_id: JobId) -> Response:
     body = read_only(partial(service.job_json, job_id=job_id))
     if body is None:
-        raise HTTPException(404, f"job {job_id} not found")
+        raise NotFound(f"job {job_id} not found")
     return Response(body, media_type="application/json")
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut,
              responses={**ERRORS, 409: error("The job has already finished")})
 def cancel_job(job: JobDep, session: SessionDep) -> JobOut:
-    try:
-        return service.to_out(service.cancel_job(session, job))
-    except Conflict as exc:
-        raise HTTPException(409, str(exc)) from exc
+    return service.to_out(service.cancel_job(session, job))
 
 
 @router.get("/{job_id}/attempts", response_model=list[AttemptOut], responses=ERRORS)
@@ -160,11 +152,11 @@ def download_checkpoint(
 ) -> StreamingResponse:
     checkpoint = repository.checkpoint(session, job.id, name)
     if checkpoint is None:
-        raise HTTPException(404, f"job {job.id} has no checkpoint named {name!r}")
+        raise NotFound(f"job {job.id} has no checkpoint named {name!r}")
     directory = (settings.data_dir / checkpoint.path).resolve()
     job_dir = settings.job_dir(job.id).resolve()
     if not directory.is_relative_to(job_dir) or not directory.is_dir():
-        raise HTTPException(404, f"checkpoint {name!r} of job {job.id} is no longer on disk")
+        raise NotFound(f"checkpoint {name!r} of job {job.id} is no longer on disk")
     filename = f"job-{job.id}-{checkpoint.name}.tar"
     try:
         blocks = stream_snapshot(directory, f"job-{job.id}-{checkpoint.name}",
@@ -173,8 +165,7 @@ def download_checkpoint(
         if directory.is_dir():
             raise
         # deleted (save_total_limit) between the check above and the snapshot
-        raise HTTPException(404, f"checkpoint {name!r} of job {job.id} is no longer on disk"
-                            ) from exc
+        raise NotFound(f"checkpoint {name!r} of job {job.id} is no longer on disk") from exc
     return StreamingResponse(
         blocks,
         media_type="application/x-tar",

@@ -5,7 +5,7 @@ import re
 from typing import Annotated, Any
 
 import yaml
-from fastapi import APIRouter, HTTPException, Query, Request, UploadFile
+from fastapi import APIRouter, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 
@@ -13,7 +13,7 @@ from app.auth.deps import csrf_token
 from app.datasets import service as datasets
 from app.datasets.models import Dataset
 from app.deps import JobDep, SessionDep, SettingsDep
-from app.errors import Conflict, Invalid, TooLarge
+from app.errors import Conflict, Invalid, NotFound, TooLarge
 from app.jobs import forms, repository, service
 from app.jobs.models import Job, JobStatus
 from app.jobs.schemas import PredictionPage
@@ -80,7 +80,7 @@ def new_job(request: Request, session: SessionDep,
     if clone is not None:
         job = repository.get_job(session, clone)
         if job is None:
-            raise HTTPException(404, f"job {clone} not found")
+            raise NotFound(f"job {clone} not found")
         values, source = forms.values_for_spec(job.spec), job
     elif preset in forms.PRESETS:
         values = forms.values_for_spec(forms.PRESETS[preset])
