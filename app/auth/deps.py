@@ -38,6 +38,7 @@ async def require_api_token(request: Request, credentials: BearerDep) -> None:
 
     Checked on the event loop: a TUNEDECK_API_TOKENS token without the database, anything
     else with short reads (db.read_only); only a due last_used_at write goes to the pool.
+    tests/app/test_event_loop.py fails if it holds the loop over 50 ms.
     """
     settings = get_settings()
     bearer = credentials.credentials if credentials is not None else None

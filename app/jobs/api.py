@@ -51,7 +51,8 @@ def submit_job(spec: JobSpec, session: SessionDep) -> JobOut:
 # The two reads scripts and dashboards poll. They run on the event loop, not in the thread
 # pool: each is one indexed SELECT on an autocommit connection whose waits are bounded (see
 # db.read_only / READ_TIMEOUT_SECONDS), and a thread hop (GIL hand-offs between the loop and
-# a pool thread) cost more CPU than the query itself. Measured in benchmarks/api_load.py (P5).
+# a pool thread) cost more CPU than the query itself. Measured in benchmarks/api_load.py (P5);
+# tests/app/test_event_loop.py fails if either holds the loop over 50 ms.
 
 @router.get("", response_model=JobPage)
 async def list_jobs(

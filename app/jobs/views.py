@@ -8,6 +8,7 @@ import yaml
 from fastapi import APIRouter, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from app.auth.deps import csrf_token
 from app.datasets import service as datasets
@@ -89,7 +90,12 @@ def new_job(request: Request, session: SessionDep,
 
 @router.post("/jobs")
 async def submit_job(request: Request, session: SessionDep) -> Response:
+    """Async only to read the form; the database work runs in the thread pool."""
     values = forms.values_from(await request.form())
+    return await run_in_threadpool(_submit, request, session, values)
+
+
+def _submit(request: Request, session: Session, values: forms.Values) -> Response:
     try:
         job = service.create_job(session, forms.build_spec(values))
     except forms.FormInvalid as exc:
