@@ -16,10 +16,11 @@ from __future__ import annotations
 
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     ColumnElement,
+    Table,
     Update,
     bindparam,
     case,
@@ -53,7 +54,7 @@ TRANSITIONS: dict[tuple[JobStatus, str], JobStatus] = {
 EVENTS = tuple(dict.fromkeys(event for _, event in TRANSITIONS))
 LOST = "lost"  # a lost attempt's outcome
 
-_JOBS = Job.__table__
+_JOBS = cast(Table, Job.__table__)
 
 
 def sources(event: str) -> list[JobStatus]:

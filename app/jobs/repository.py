@@ -141,12 +141,13 @@ def predictions(
 
 
 def confusion_counts(session: Session, job_id: int) -> list[tuple[str, str, int]]:
+    """(true label, predicted label, rows) of the job's labelled predictions."""
     query = (
         select(Prediction.label, Prediction.prediction, func.count())
         .where(Prediction.job_id == job_id, Prediction.label.is_not(None))
         .group_by(Prediction.label, Prediction.prediction)
     )
-    return [(row[0], row[1], row[2]) for row in session.execute(query)]
+    return [(row[0] or "", row[1], row[2]) for row in session.execute(query)]  # never None
 
 
 def attempt(session: Session, job_id: int, number: int) -> JobAttempt | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from itertools import groupby
+from typing import Any
 
 from sqlalchemy import Row, func, select, text
 from sqlalchemy.orm import Session
@@ -119,7 +120,7 @@ def _tile_level(span: int, buckets: int) -> int | None:
     return fits[-1] if fits else None
 
 
-def m4_tiles(tiles: list[tuple], buckets: int) -> list[tuple[int, float]]:
+def m4_tiles(tiles: Sequence[Sequence[Any]], buckets: int) -> list[tuple[int, float]]:
     """m4 over tile summaries (first, last, min and max point of each, in step order).
 
     Reads at most 16 tiles per bucket however long the run: 1,000,000 points chart in
@@ -129,12 +130,11 @@ def m4_tiles(tiles: list[tuple], buckets: int) -> list[tuple[int, float]]:
     kept: list[tuple[int, float]] = []
     # One pass, no per-bucket lists: this loop is most of the chart request's CPU time.
     # Strict comparisons keep the first of equal minima/maxima, as min()/max() would.
-    bucket = first = last = low = high = None
+    bucket, first, last, low, high = 0, tiles[0], tiles[0], tiles[0], tiles[0]
     for tile in tiles:
         at = (tile[0] - lo) * buckets // span
         if at != bucket:
-            if bucket is not None:
-                kept.extend(sorted({first[0:2], last[2:4], low[4:6], high[6:8]}))
+            kept.extend(_corners(first, last, low, high))
             bucket, first, low, high = at, tile, tile, tile
         else:
             if tile[5] < low[5]:
@@ -142,8 +142,15 @@ def m4_tiles(tiles: list[tuple], buckets: int) -> list[tuple[int, float]]:
             if tile[7] > high[7]:
                 high = tile
         last = tile
-    kept.extend(sorted({first[0:2], last[2:4], low[4:6], high[6:8]}))
+    kept.extend(_corners(first, last, low, high))
     return kept
+
+
+def _corners(first: Sequence[Any], last: Sequence[Any], low: Sequence[Any],
+             high: Sequence[Any]) -> list[tuple[int, float]]:
+    """A bucket's first, last, min and max point, in step order, each once."""
+    return sorted({(first[0], first[1]), (last[2], last[3]), (low[4], low[5]),
+                   (high[6], high[7])})
 
 
 def m4(points: list[tuple[int, float]], buckets: int) -> list[tuple[int, float]]:

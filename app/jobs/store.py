@@ -4,15 +4,17 @@ checkpoints, predictions. The job row's state and progress go through app/jobs/l
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import TextClause, bindparam, func, select, text
+from sqlalchemy import Table, TextClause, bindparam, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app.jobs.models import Checkpoint, Job, MetricPoint, Prediction
 
-_POINTS = MetricPoint.__table__
+_POINTS = cast(Table, MetricPoint.__table__)
+_CHECKPOINTS = cast(Table, Checkpoint.__table__)
+_PREDICTIONS = cast(Table, Prediction.__table__)
 UPSERT_CHUNK = 1000
 
 
@@ -156,12 +158,12 @@ def upsert_checkpoint(session: Session, row: dict) -> None:
 def delete_checkpoints(session: Session, job_id: int, names: list[str]) -> None:
     if names:
         session.execute(
-            Checkpoint.__table__.delete().where(Checkpoint.job_id == job_id,
+            _CHECKPOINTS.delete().where(Checkpoint.job_id == job_id,
                                                 Checkpoint.name.in_(names))
         )
 
 
 def replace_predictions(session: Session, job_id: int, rows: list[dict]) -> None:
-    session.execute(Prediction.__table__.delete().where(Prediction.job_id == job_id))
+    session.execute(_PREDICTIONS.delete().where(Prediction.job_id == job_id))
     for start in range(0, len(rows), UPSERT_CHUNK):
-        session.execute(Prediction.__table__.insert(), rows[start:start + UPSERT_CHUNK])
+        session.execute(_PREDICTIONS.insert(), rows[start:start + UPSERT_CHUNK])

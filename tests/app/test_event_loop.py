@@ -182,7 +182,7 @@ def test_a_handler_that_blocks_the_loop_is_caught(settings_env, slow_callbacks):
 
     @app.get("/blocks")
     async def blocks() -> dict[str, str]:
-        time.sleep(2 * LIMIT_SECONDS)  # noqa: ASYNC251 (the point: a blocking call)
+        time.sleep(2 * LIMIT_SECONDS)  # the point: a blocking call
         return {}
 
     @app.get("/yields")
