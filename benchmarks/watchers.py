@@ -5,7 +5,7 @@ Two measures, each against a real `tunedeck serve` in a child process on SQLite:
 - 200 watchers: `tunedeck serve --no-worker` (TUNEDECK_MAX_STREAMS=256); a running job; 200
   streams on GET /api/v1/jobs/{id}/events from this process (one asyncio client); this
   process plays the worker and commits 200 points one at a time (every 0.05 s, with progress)
-  through repository.upsert_metric_points, then ends the job. Every stream must get every
+  through store.upsert_metric_points, then ends the job. Every stream must get every
   point once, in id order, and its `end`. /healthz is timed every 0.05 s throughout; the web
   CPU is the serve process's user + system CPU seconds from the first stream opened to the
   last closed, divided by the watchers.
@@ -97,13 +97,13 @@ def write_points(url: str, job_id: int, count: int, every: float) -> list[int]:
     from sqlalchemy import select, update
 
     from app.db import make_engine
-    from app.jobs import repository
+    from app.jobs import store
     from app.jobs.models import Job, MetricPoint
 
     engine = make_engine(url)
     for step in range(1, count + 1):
         with Session(engine) as session:
-            repository.upsert_metric_points(session, [{"job_id": job_id, "name": "train/loss",
+            store.upsert_metric_points(session, [{"job_id": job_id, "name": "train/loss",
                                                        "step": step, "value": 1 / step,
                                                        "epoch": None}])
             session.execute(update(Job).where(Job.id == job_id).values(global_step=step,

@@ -293,7 +293,7 @@ def test_perplexity_is_exp_of_the_loss_and_never_overflows():
 def test_a_submitted_sft_job_runs_and_stores_its_rows(settings_env, tiny_llama, tmp_path):
     """The whole path: JobSpec -> job row -> run_job -> metrics, checkpoints, predictions."""
     from app.db import session_scope
-    from app.jobs import repository, service
+    from app.jobs import repository, series, service
     from app.jobs.models import Job
     from app.jobs.schemas import JobSpec
     from worker.runner import run_job
@@ -308,8 +308,8 @@ def test_a_submitted_sft_job_runs_and_stores_its_rows(settings_env, tiny_llama, 
         assert job.global_step == 2 and "test/exact_match" in job.final_metrics
         assert job.final_metrics["eval/perplexity"] == pytest.approx(
             math.exp(job.final_metrics["eval/loss"]))
-        series = service.metric_series(session, job_id).series
-        assert series["eval/perplexity"].steps == [1, 2]
+        charted = series.metric_series(session, job_id).series
+        assert charted["eval/perplexity"].steps == [1, 2]
         names = [c.name for c in repository.checkpoints(session, job_id)]
         assert names == ["checkpoint-1", "checkpoint-2", "final", "final-merged"]
         rows, total = repository.predictions(session, job_id, errors_only=False, offset=0,
