@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
@@ -24,6 +24,8 @@ class Reporter(Protocol):
     def checkpoint(self, name: str, step: int, path: str, metrics: dict[str, float]) -> None: ...
 
     def notice(self, text: str) -> None: ...
+
+    def job_fields(self, **fields: Any) -> None: ...
 
     @property
     def cancel_requested(self) -> bool: ...

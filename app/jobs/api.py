@@ -16,16 +16,8 @@ from app.jobs import repository, series, service
 from app.jobs.archive import stream_snapshot
 from app.jobs.events import STREAMS_RETRY_AFTER, EventStream, hub_of
 from app.jobs.models import JobStatus
-from app.jobs.schemas import (
-    AttemptOut,
-    CheckpointOut,
-    JobOut,
-    JobPage,
-    JobSpec,
-    MetricsOut,
-    PredictionPage,
-    untagged_errors,
-)
+from app.jobs.outputs import AttemptOut, CheckpointOut, JobOut, JobPage, MetricsOut, PredictionPage
+from app.jobs.schemas import JobSpec, untagged_errors
 from app.openapi_docs import Responses, error
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])

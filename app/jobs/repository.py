@@ -127,7 +127,7 @@ def predictions(
     """A page of a job's predictions. errors_only: the wrong ones (`correct` false); with
     by_error (text-regression, which has no verdict) the labelled rows, largest error first."""
     where = [Prediction.job_id == job_id]
-    order = [Prediction.row]
+    order: list[Any] = [Prediction.row]
     if errors_only and by_error:
         where.append(Prediction.error.is_not(None))
         order = [func.abs(Prediction.error).desc(), Prediction.row]
@@ -147,7 +147,7 @@ def confusion_counts(session: Session, job_id: int) -> list[tuple[str, str, int]
         .where(Prediction.job_id == job_id, Prediction.label.is_not(None))
         .group_by(Prediction.label, Prediction.prediction)
     )
-    return [(row[0] or "", row[1], row[2]) for row in session.execute(query)]  # never None
+    return [(row[0] or "", row[1] or "", row[2]) for row in session.execute(query)]
 
 
 def attempt(session: Session, job_id: int, number: int) -> JobAttempt | None:

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from app.jobs import repository
 from app.jobs.models import MetricPoint, MetricTile
-from app.jobs.schemas import MetricSeries, MetricsOut
+from app.jobs.outputs import MetricSeries, MetricsOut
 from app.jobs.store import TILE_WIDTHS
 
 # A loose index scan: one index seek per name, where DISTINCT reads every point of the job.

@@ -16,16 +16,9 @@ from app.db import loads_json, utcnow
 from app.errors import Conflict, Invalid
 from app.jobs import lifecycle, repository
 from app.jobs.models import Job, JobStatus
+from app.jobs.outputs import PREDICTION_MODELS, JobOut, PredictionOut, PredictionPage, Progress
 from app.jobs.queue import enqueue_after_commit
-from app.jobs.schemas import (
-    DEFAULT_TASK,
-    PREDICTION_MODELS,
-    JobOut,
-    JobSpec,
-    PredictionOut,
-    PredictionPage,
-    Progress,
-)
+from app.jobs.schemas import DEFAULT_TASK, JobSpec
 
 
 def create_job(session: Session, spec: JobSpec, settings: Settings | None = None) -> Job:

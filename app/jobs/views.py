@@ -17,7 +17,7 @@ from app.deps import JobDep, SessionDep, SettingsDep
 from app.errors import Conflict, Invalid, NotFound, TooLarge
 from app.jobs import forms, repository, service
 from app.jobs.models import Job, JobStatus
-from app.jobs.schemas import PredictionPage
+from app.jobs.outputs import PredictionPage
 from app.templating import templates
 
 router = APIRouter(include_in_schema=False)

@@ -15,7 +15,7 @@ from app import db
 from app.db import read_only, session_scope
 from app.jobs import service
 from app.jobs.models import Job, JobStatus
-from app.jobs.schemas import JobOut, JobPage
+from app.jobs.outputs import JobOut, JobPage
 from app.main import create_app
 from app.migrate import upgrade
 from tests.app.factories import SPEC, make_job

@@ -11,11 +11,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Sequence, Value
 from app.db import session_scope
 from app.jobs import service
 from app.jobs.models import Job
-from app.jobs.schemas import (
-    MultiLabelPredictionOut,
-    RegressionPredictionOut,
-    TokenPredictionOut,
-)
+from app.jobs.outputs import MultiLabelPredictionOut, RegressionPredictionOut, TokenPredictionOut
 from tests.fixtures import tiny_spec, write_jsonl
 from tests.task_data import multi_label_rows, ner_rows, regression_rows
 from tests.worker.test_runner import submit
