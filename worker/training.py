@@ -18,6 +18,7 @@ from worker import data as D
 from worker.callbacks import Reporter, StreamingCallback
 from worker.checkpoints import DiskSpaceCallback
 from worker.gpu import resolve_precision
+from worker.model_card import ModelCardCallback, context_of, write_final_cards
 from worker.recipes import recipe_for
 from worker.recipes.base import prefixed
 
@@ -66,10 +67,12 @@ def train(spec: dict, source: D.Source, job_dir: Path, reporter: Reporter,
     samples_per_step = (args.per_device_train_batch_size * args.gradient_accumulation_steps
                         * max(1, args.world_size))
     callback = StreamingCallback(reporter, samples_per_step)
+    card = context_of(spec, recipe.task, data)
     trainer = recipe.trainer(model=model, args=args, data=data, spec=spec,
                              collator=recipe.collator(spec, data),
                              compute_metrics=compute_metrics,
-                             callbacks=[callback, DiskSpaceCallback(reporter.notice)])
+                             callbacks=[ModelCardCallback(card, reporter.notice), callback,
+                                        DiskSpaceCallback(reporter.notice)])
     result = trainer.train(resume_from_checkpoint=resume_from)
     step = trainer.state.global_step
     if callback.cancelled:
@@ -83,6 +86,8 @@ def train(spec: dict, source: D.Source, job_dir: Path, reporter: Reporter,
         outcome.predictions, predict_metrics = recipe.predict(trainer, spec, data)
         final.update(predict_metrics)
     outcome.final_dirs = recipe.save_final(trainer, job_dir / "final")
+    write_final_cards(card, outcome.final_dirs, step, final, trainer.state.log_history,
+                      reporter.notice)
     return outcome
 
 
