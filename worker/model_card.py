@@ -17,6 +17,7 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -122,8 +123,8 @@ def write_final_cards(context: CardContext, directories: list[Path], step: int,
                       notice: Callable[[str], None]) -> None:
     """Cards for `final` (and `final-merged`): the job's final metrics."""
     for directory in directories:
-        _guarded(notice, directory, lambda d=directory: write_card(
-            context, d, step, final_metrics, log_history))
+        _guarded(notice, directory, partial(write_card, context, directory, step,
+                                            final_metrics, log_history))
 
 
 class ModelCardCallback(TrainerCallback):
@@ -319,7 +320,8 @@ def _snippet(context: CardContext, kind: str) -> str:
         return ('from transformers import pipeline\n\n'
                 'tagger = pipeline("token-classification", model=model_dir, '
                 'aggregation_strategy="first")\n'
-                'print(tagger(["anna", "lives", "in", "paris"], is_split_into_words=True))')
+                'print(tagger("anna lives in paris"))\n'
+                '# words already split: tagger([words], is_split_into_words=True)[0]')
     fields = ds.get("text_fields") or ["text"]
     text = ('{"text": "first text", "text_pair": "second text"}' if len(fields) > 1
             else '"some text"')

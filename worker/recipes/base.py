@@ -8,6 +8,7 @@ compute_metrics and the prediction rows (their shapes are DESIGN.md's "Tasks" ta
 """
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 from datasets import Dataset
 from transformers import PreTrainedModel, Trainer, TrainingArguments
+from transformers.trainer_utils import PredictionOutput
 
 from worker.data import DataError, Source, check_columns, load_split
 
@@ -123,6 +125,22 @@ def pretrained(auto_class: Any, spec: dict, head: str,
             f"for another label count: {head}); set ignore_mismatched_sizes: true in the spec "
             "to re-initialise them") from exc
     return model, head_notice(spec["model"], info) + mismatch_notice(spec["model"], info)
+
+
+def predict_in_order(trainer: Trainer, features: Dataset) -> PredictionOutput:
+    """trainer.predict(features) (metrics prefixed `test_`) with the predictions in the rows'
+    order. With train_sampling_strategy group_by_length (tunedeck's default) transformers also
+    length-groups the eval/predict batches, so trainer.predict would hand the predictions back
+    shuffled against the rows; the prediction rows pair each input with its own output."""
+    args = trainer.args
+    if args.train_sampling_strategy != "group_by_length":
+        return trainer.predict(features, metric_key_prefix="test")
+    trainer.args = copy.copy(args)  # a shallow copy: no __post_init__ re-run
+    trainer.args.train_sampling_strategy = "sequential"
+    try:
+        return trainer.predict(features, metric_key_prefix="test")
+    finally:
+        trainer.args = args
 
 
 def logits_of(predictions: Any) -> np.ndarray:

@@ -22,7 +22,15 @@ from transformers import (
 
 from worker import data as D
 from worker.metrics import MULTI_LABEL, PER_LABEL_CAP, multi_label_metrics, sigmoid
-from worker.recipes.base import Recipe, TaskData, load_splits, logits_of, prefixed, pretrained
+from worker.recipes.base import (
+    Recipe,
+    TaskData,
+    load_splits,
+    logits_of,
+    predict_in_order,
+    prefixed,
+    pretrained,
+)
 
 
 def label_set(value: Any, separator: str) -> list[str]:
@@ -147,7 +155,7 @@ class MultiLabelClassification(Recipe):
                 data: TaskData) -> tuple[list[dict[str, Any]], dict[str, float]]:
         raw = data.predict_raw
         assert raw is not None
-        output = trainer.predict(self.features(spec, data, raw), metric_key_prefix="test")
+        output = predict_in_order(trainer, self.features(spec, data, raw))
         probabilities = sigmoid(logits_of(output.predictions))
         threshold = float(spec.get("threshold", 0.5))
         names = data.label_names or []

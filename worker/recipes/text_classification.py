@@ -19,7 +19,14 @@ from transformers import (
 
 from worker import data as D
 from worker.metrics import GLUE_EXTRA, MetricSuite, softmax
-from worker.recipes.base import Recipe, TaskData, logits_of, prefixed, pretrained
+from worker.recipes.base import (
+    Recipe,
+    TaskData,
+    logits_of,
+    predict_in_order,
+    prefixed,
+    pretrained,
+)
 
 
 def metric_names(spec: dict) -> list[str]:
@@ -94,7 +101,7 @@ class TextClassification(Recipe):
         """trainer.predict on the test split (else eval): one row per example."""
         raw = data.predict_raw
         assert raw is not None
-        output = trainer.predict(self.features(spec, data, raw), metric_key_prefix="test")
+        output = predict_in_order(trainer, self.features(spec, data, raw))
         probabilities = softmax(logits_of(output.predictions))
         names = data.label_names or []
         text_fields = spec["dataset"]["text_fields"]

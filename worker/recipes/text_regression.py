@@ -22,7 +22,15 @@ from transformers import (
 
 from worker import data as D
 from worker.metrics import REGRESSION, regression_metrics
-from worker.recipes.base import Recipe, TaskData, load_splits, logits_of, prefixed, pretrained
+from worker.recipes.base import (
+    Recipe,
+    TaskData,
+    load_splits,
+    logits_of,
+    predict_in_order,
+    prefixed,
+    pretrained,
+)
 
 
 def number(value: Any) -> float | None:
@@ -105,7 +113,7 @@ class TextRegression(Recipe):
                 data: TaskData) -> tuple[list[dict[str, Any]], dict[str, float]]:
         raw = data.predict_raw
         assert raw is not None
-        output = trainer.predict(self.features(spec, data, raw), metric_key_prefix="test")
+        output = predict_in_order(trainer, self.features(spec, data, raw))
         predicted = logits_of(output.predictions).ravel()
         text_fields = spec["dataset"]["text_fields"]
         columns = {f: raw[f] for f in text_fields}

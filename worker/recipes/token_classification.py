@@ -23,7 +23,15 @@ from transformers import (
 
 from worker import data as D
 from worker.metrics import TOKEN, entity_metrics
-from worker.recipes.base import Recipe, TaskData, load_splits, logits_of, prefixed, pretrained
+from worker.recipes.base import (
+    Recipe,
+    TaskData,
+    load_splits,
+    logits_of,
+    predict_in_order,
+    prefixed,
+    pretrained,
+)
 
 IOB2 = re.compile(r"^(O|[BI]-.+)$")
 IGNORE = -100
@@ -194,7 +202,7 @@ class TokenClassification(Recipe):
         raw = data.predict_raw
         assert raw is not None
         features = self.features(spec, data, raw)
-        output = trainer.predict(features, metric_key_prefix="test")
+        output = predict_in_order(trainer, features)
         predicted = logits_of(output.predictions).argmax(-1)
         names = data.label_names or []
         words_field = spec["dataset"]["tokens_field"]
