@@ -221,10 +221,11 @@ def _task_section(context: CardContext, kind: str) -> str:
 def _data_section(context: CardContext) -> str:
     ds = context.spec["dataset"]
     dataset_type, dataset_name = _dataset_label(context.spec)
-    source = (f"Hub dataset `{dataset_name}`" + (f" (config `{ds['config']}`)"
-                                                  if ds.get("config") else "")
-              if dataset_type != "local" and dataset_type != "upload"
-              else f"{dataset_type} dataset `{dataset_name}`")
+    if ds.get("source") == "hub":
+        config = f" (config `{ds['config']}`)" if ds.get("config") else ""
+        source = f"Hub dataset `{dataset_name}`{config}"
+    else:
+        source = f"{'Uploaded' if dataset_type == 'upload' else 'Local'} dataset `{dataset_name}`"
     rows = ["| split | role | rows |", "|---|---|---|"]
     for role in ("train", "eval", "test"):
         split = ds.get(f"{role}_split")
@@ -308,8 +309,8 @@ def _labels_section(context: CardContext) -> str:
 def _usage_section(context: CardContext, directory: Path, kind: str) -> str:
     where = (f'model_dir = "{directory.name}"  # this folder (job-<id>-{directory.name} once '
              "downloaded with tunedeck download)")
-    code = _snippet(context, kind)
-    return f"## How to use\n\n```python\n{where}\n{code}\n```"
+    imports, code = _snippet(context, kind).split("\n\n", 1)
+    return f"## How to use\n\n```python\n{imports}\n\n{where}\n{code}\n```"
 
 
 def _snippet(context: CardContext, kind: str) -> str:
