@@ -9,9 +9,22 @@ from typing import Any, get_args
 import yaml
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
-from starlette.datastructures import FormData
+from starlette.datastructures import ImmutableMultiDict
 
-from app.jobs.schemas import SCHEDULERS, JobSpec, MetricName, TrainingSpec
+from app.jobs.schemas import (
+    DEFAULT_TASK,
+    SCHEDULERS,
+    TASKS,
+    CausalLMSFTSpec,
+    JobSpec,
+    LoraSpec,
+    MultiLabelSpec,
+    RegressionSpec,
+    SpecBase,
+    TextClassificationSpec,
+    TokenClassificationSpec,
+    TrainingSpec,
+)
 from app.jobs.training_args import RESERVED_TRAINING_KEYS, TRAINING_ARGUMENT_NAMES
 
 PLAIN_TRAINING = (
@@ -23,14 +36,31 @@ PLAIN_TRAINING = (
 PRECISION_KEYS = ("fp16", "bf16")
 OPTIONAL = ("name", "dataset.config", "dataset.eval_split", "dataset.test_split")
 TEXT_FIELDS = ("dataset.text_fields.0", "dataset.text_fields.1")
-METRIC_CHOICES = get_args(MetricName)
+TASK_SPECS: dict[str, type[SpecBase]] = {
+    "text-classification": TextClassificationSpec,
+    "multi-label-classification": MultiLabelSpec,
+    "text-regression": RegressionSpec,
+    "token-classification": TokenClassificationSpec,
+    "causal-lm-sft": CausalLMSFTSpec,
+}
+assert set(TASK_SPECS) == set(TASKS), "every task needs its form fields"
+# Each task's metric names, and those checked on a blank form, from its spec class.
+METRIC_CHOICES = {task: get_args(get_args(cls.model_fields["metrics"].annotation)[0])
+                  for task, cls in TASK_SPECS.items()}
+DEFAULT_METRICS = {task: list(cls.model_fields["metrics"].default_factory())  # type: ignore[call-arg,misc]
+                   for task, cls in TASK_SPECS.items()}
+TASK_LABELS = {"text-classification": "Text classification (one label)",
+               "multi-label-classification": "Multi-label classification",
+               "text-regression": "Text regression (a number)",
+               "token-classification": "Token classification (NER)",
+               "causal-lm-sft": "Causal LM SFT (LoRA)"}
 STRATEGIES = ("no", "steps", "epoch")
 # group_by_length batches rows of similar length: on MRPC a third fewer tokens than random
 # batches with the same dynamic padding (benchmarks P2).
 SAMPLING = get_args(TrainingSpec.model_fields["train_sampling_strategy"].annotation)
 CHOICES = {"schedulers": SCHEDULERS, "strategies": STRATEGIES, "metrics": METRIC_CHOICES,
            "precisions": ("fp32", "fp16", "bf16"), "sources": ("hub", "local", "upload"),
-           "sampling": SAMPLING}
+           "sampling": SAMPLING, "tasks": TASK_LABELS, "layouts": ("prompt", "messages")}
 REQUIRED = "This field is required."
 
 Values = dict[str, Any]
@@ -48,11 +78,11 @@ class FormInvalid(Exception):
 
 def values_for_spec(spec: dict[str, Any]) -> Values:
     """Form values that submit back to `spec` (used by Clone and the presets)."""
+    task = spec.get("task") or DEFAULT_TASK
     data = spec["dataset"]
-    texts = [*(data.get("text_fields") or []), "", ""]
     training = spec.get("training") or {}
     values = {
-        "name": spec.get("name") or "", "model": spec.get("model", ""),
+        "task": task, "name": spec.get("name") or "", "model": spec.get("model", ""),
         "dataset.source": data.get("source", "hub"),
         "dataset.path": data["path"] if data.get("source") != "upload" else "",
         "dataset.upload": data["path"] if data.get("source") == "upload" else "",
@@ -60,16 +90,71 @@ def values_for_spec(spec: dict[str, Any]) -> Values:
         "dataset.train_split": data.get("train_split") or "train",
         "dataset.eval_split": data.get("eval_split") or "",
         "dataset.test_split": data.get("test_split") or "",
-        "dataset.text_fields.0": texts[0], "dataset.text_fields.1": texts[1],
-        "dataset.label_field": data.get("label_field") or "label",
         "max_length": str(spec.get("max_length", 128)),
-        "metrics": list(spec.get("metrics") or ["accuracy", "f1"]),
+        "metrics": list(spec.get("metrics") or DEFAULT_METRICS.get(task, [])),
         "precision": "bf16" if training.get("bf16") else "fp16" if training.get("fp16") else "fp32",
         "advanced": advanced_text(training),
     }
+    values.update(TASK_VALUES.get(task, _text_values)(spec))
     merged = {**TrainingSpec().model_dump(), **training}
     values.update({f"training.{key}": _text(merged[key]) for key in PLAIN_TRAINING})
     return values
+
+
+def _text_values(spec: dict[str, Any]) -> Values:
+    data = spec["dataset"]
+    texts = [*(data.get("text_fields") or []), "", ""]
+    return {"dataset.text_fields.0": texts[0], "dataset.text_fields.1": texts[1],
+            "dataset.label_field": data.get("label_field") or "label"}
+
+
+def _multi_label_values(spec: dict[str, Any]) -> Values:
+    data = spec["dataset"]
+    return {**_text_values(spec), "dataset.label_field": data.get("label_field") or "labels",
+            "dataset.label_separator": data.get("label_separator") or ",",
+            "threshold": _text(spec.get("threshold", 0.5))}
+
+
+def _token_values(spec: dict[str, Any]) -> Values:
+    data = spec["dataset"]
+    return {"dataset.tokens_field": data.get("tokens_field") or "tokens",
+            "dataset.tags_field": data.get("tags_field") or "ner_tags"}
+
+
+def _sft_values(spec: dict[str, Any]) -> Values:
+    data = spec["dataset"]
+    lora = spec.get("lora", {}) if "lora" in spec else {}
+    full = lora is None
+    lora = {**LoraSpec().model_dump(), **(lora or {})}
+    modules = lora["target_modules"]
+    generation = spec.get("generation") or {}
+    return {
+        "dataset.layout": "messages" if data.get("messages_field") else "prompt",
+        "dataset.prompt_field": data.get("prompt_field") or "prompt",
+        "dataset.completion_field": data.get("completion_field") or "completion",
+        "dataset.messages_field": data.get("messages_field") or "messages",
+        "lora.full": "on" if full else "",
+        "lora.r": _text(lora["r"]), "lora.alpha": _text(lora["alpha"]),
+        "lora.dropout": _text(lora["dropout"]),
+        "lora.target_modules": modules if isinstance(modules, str) else ", ".join(modules),
+        "generation.max_new_tokens": _text(generation.get("max_new_tokens", 64)),
+    }
+
+
+TASK_VALUES = {"text-classification": _text_values, "text-regression": _text_values,
+               "multi-label-classification": _multi_label_values,
+               "token-classification": _token_values, "causal-lm-sft": _sft_values}
+
+
+def values_for_task(values: Values, task: str) -> Values:
+    """The form after the task picker changed: what was typed stays, the new task's own fields
+    get their defaults, and the metrics checked are those the new task has (else its defaults)."""
+    task = task if task in TASKS else DEFAULT_TASK
+    blank = values_for_spec({**BLANK_SPEC, "task": task})
+    merged = {**blank, **{k: v for k, v in values.items() if k != "metrics"}, "task": task}
+    kept = [m for m in values.get("metrics") or [] if m in METRIC_CHOICES[task]]
+    merged["metrics"] = kept or DEFAULT_METRICS[task]
+    return merged
 
 
 def advanced_text(training: dict[str, Any]) -> str:
@@ -87,9 +172,12 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-BLANK_SPEC = {"model": "", "dataset": {"source": "hub", "path": "", "text_fields": ["text"],
-                                       "eval_split": "validation"}}
-PRESETS = {
+BLANK_SPEC: dict[str, Any] = {
+    "model": "", "dataset": {"source": "hub", "path": "", "text_fields": ["text"],
+                             "eval_split": "validation"}}
+_EPOCHS = {"eval_strategy": "epoch", "save_strategy": "epoch", "seed": 42}
+# The presets fill the form with a known-good recipe per task (Hub models and datasets).
+PRESETS: dict[str, dict[str, Any]] = {
     "mrpc": {
         "model": "bert-base-uncased",
         "dataset": {"source": "hub", "path": "glue", "config": "mrpc", "train_split": "train",
@@ -99,8 +187,58 @@ PRESETS = {
         "metrics": ["accuracy", "f1"],
         "training": {"num_train_epochs": 3, "learning_rate": 2e-5,
                      "per_device_train_batch_size": 8, "per_device_eval_batch_size": 8,
-                     "eval_strategy": "epoch", "save_strategy": "epoch", "seed": 42},
+                     **_EPOCHS},
     },
+    "go-emotions": {
+        "task": "multi-label-classification", "model": "distilroberta-base",
+        "dataset": {"source": "hub", "path": "go_emotions", "config": "simplified",
+                    "train_split": "train", "eval_split": "validation", "test_split": "test",
+                    "text_fields": ["text"], "label_field": "labels"},
+        "threshold": 0.5, "max_length": 128,
+        "training": {"num_train_epochs": 3, "learning_rate": 5e-5,
+                     "per_device_train_batch_size": 32, "per_device_eval_batch_size": 64,
+                     **_EPOCHS},
+    },
+    "stsb": {
+        "task": "text-regression", "model": "bert-base-uncased",
+        "dataset": {"source": "hub", "path": "glue", "config": "stsb", "train_split": "train",
+                    "eval_split": "validation", "text_fields": ["sentence1", "sentence2"],
+                    "label_field": "label"},
+        "max_length": 128,
+        "training": {"num_train_epochs": 3, "learning_rate": 2e-5,
+                     "per_device_train_batch_size": 16, "per_device_eval_batch_size": 64,
+                     **_EPOCHS},
+    },
+    "conll2003": {
+        "task": "token-classification", "model": "bert-base-cased",
+        "dataset": {"source": "hub", "path": "conll2003", "train_split": "train",
+                    "eval_split": "validation", "test_split": "test",
+                    "tokens_field": "tokens", "tags_field": "ner_tags"},
+        "max_length": 128,
+        "training": {"num_train_epochs": 3, "learning_rate": 2e-5,
+                     "per_device_train_batch_size": 16, "per_device_eval_batch_size": 64,
+                     "weight_decay": 0.01, **_EPOCHS},
+    },
+    "smollm2-sft": {
+        "task": "causal-lm-sft", "model": "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "dataset": {"source": "hub", "path": "HuggingFaceTB/smoltalk",
+                    "config": "everyday-conversations", "train_split": "train",
+                    "eval_split": "test[:50%]", "test_split": "test[50%:]",
+                    "messages_field": "messages"},
+        "max_length": 512,
+        "lora": {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"},
+        "generation": {"max_new_tokens": 128},
+        "training": {"num_train_epochs": 2, "learning_rate": 2e-4,
+                     "per_device_train_batch_size": 8, "per_device_eval_batch_size": 8,
+                     **_EPOCHS},
+    },
+}
+PRESET_TITLES = {
+    "mrpc": "Classic recipe: BERT on GLUE MRPC",
+    "go-emotions": "Multi-label: DistilRoBERTa on GoEmotions",
+    "stsb": "Regression: BERT on GLUE STS-B",
+    "conll2003": "NER: bert-base-cased on CoNLL-2003",
+    "smollm2-sft": "SFT: SmolLM2-135M-Instruct with LoRA",
 }
 
 
@@ -110,7 +248,7 @@ def blank_values() -> Values:
 
 # ---------------------------------------------------------------- form values -> spec
 
-def values_from(form: FormData) -> Values:
+def values_from(form: ImmutableMultiDict[str, Any]) -> Values:
     values: Values = {key: str(value).strip() for key, value in form.items()
                       if isinstance(value, str) and key != "metrics"}
     values["metrics"] = [m for m in form.getlist("metrics") if isinstance(m, str)]
@@ -136,22 +274,62 @@ def spec_data(values: Values, advanced: dict[str, Any]) -> dict[str, Any]:
         return None if value == "" and key in OPTIONAL else value
 
     source = values.get("dataset.source") or "hub"
+    task = values.get("task") or DEFAULT_TASK
     training = {key: get(f"training.{key}") for key in PLAIN_TRAINING}
     precision = values.get("precision", "fp32")
     training.update(fp16=precision == "fp16", bf16=precision == "bf16", **advanced)
-    return {
-        "name": get("name"), "model": get("model"), "max_length": get("max_length"),
-        "metrics": values.get("metrics") or [],
-        "dataset": {
-            "source": source,
-            "path": values.get("dataset.upload" if source == "upload" else "dataset.path", ""),
-            "config": get("dataset.config"), "train_split": get("dataset.train_split"),
-            "eval_split": get("dataset.eval_split"), "test_split": get("dataset.test_split"),
-            "text_fields": [t for t in (values.get(k, "") for k in TEXT_FIELDS) if t],
-            "label_field": get("dataset.label_field"),
-        },
-        "training": training,
+    data = {
+        "source": source,
+        "path": values.get("dataset.upload" if source == "upload" else "dataset.path", ""),
+        "config": get("dataset.config"), "train_split": get("dataset.train_split"),
+        "eval_split": get("dataset.eval_split"), "test_split": get("dataset.test_split"),
     }
+    spec = {"task": task, "name": get("name"), "model": get("model"),
+            "max_length": get("max_length"), "metrics": values.get("metrics") or [],
+            "dataset": data, "training": training}
+    TASK_SPEC_DATA.get(task, _text_spec)(values, spec)
+    return spec
+
+
+def _text_spec(values: Values, spec: dict[str, Any]) -> None:
+    spec["dataset"].update(
+        text_fields=[t for t in (values.get(k, "") for k in TEXT_FIELDS) if t],
+        label_field=values.get("dataset.label_field", ""))
+
+
+def _multi_label_spec(values: Values, spec: dict[str, Any]) -> None:
+    _text_spec(values, spec)
+    spec["dataset"]["label_separator"] = values.get("dataset.label_separator", "")
+    spec["threshold"] = values.get("threshold", "")
+
+
+def _token_spec(values: Values, spec: dict[str, Any]) -> None:
+    spec["dataset"].update(tokens_field=values.get("dataset.tokens_field", ""),
+                           tags_field=values.get("dataset.tags_field", ""))
+
+
+def _sft_spec(values: Values, spec: dict[str, Any]) -> None:
+    if values.get("dataset.layout") == "messages":
+        spec["dataset"]["messages_field"] = values.get("dataset.messages_field", "")
+    else:
+        spec["dataset"].update(prompt_field=values.get("dataset.prompt_field", ""),
+                               completion_field=values.get("dataset.completion_field", ""))
+    spec["lora"] = None if values.get("lora.full") else {
+        "r": values.get("lora.r", ""), "alpha": values.get("lora.alpha", ""),
+        "dropout": values.get("lora.dropout", ""),
+        "target_modules": target_modules(values.get("lora.target_modules", ""))}
+    spec["generation"] = {"max_new_tokens": values.get("generation.max_new_tokens", "")}
+
+
+def target_modules(text: str) -> str | list[str]:
+    """`all-linear` (or one name) as typed; several names, comma-separated, as a list."""
+    names = [name.strip() for name in text.split(",")]
+    return names if len(names) > 1 else text.strip()
+
+
+TASK_SPEC_DATA = {"text-classification": _text_spec, "text-regression": _text_spec,
+                  "multi-label-classification": _multi_label_spec,
+                  "token-classification": _token_spec, "causal-lm-sft": _sft_spec}
 
 
 def parse_advanced(text: str, errors: dict[str, str]) -> dict[str, Any]:
@@ -189,6 +367,8 @@ def errors_by_field(exc: ValidationError, values: Values) -> dict[str, str]:
 def field_for(loc: tuple[Any, ...] | list[Any], message: str, values: Values) -> str:
     """The form field that shows an error at a spec location."""
     parts = [str(p) for p in loc]
+    if parts == ["dataset"]:  # a check across the task's columns
+        return DATASET_CHECK_FIELD.get(_layout(values), "__all__")
     if parts[:2] == ["dataset", "text_fields"]:
         return "dataset.text_fields"
     if parts[0] == "metrics":
@@ -203,6 +383,17 @@ def field_for(loc: tuple[Any, ...] | list[Any], message: str, values: Values) ->
         if parts[1] not in PLAIN_TRAINING:
             return "advanced"
     return ".".join(parts)
+
+
+# Where an error about the dataset's columns together shows (e.g. prompt == completion).
+DATASET_CHECK_FIELD = {"token-classification": "dataset.tags_field",
+                       "causal-lm-sft/prompt": "dataset.completion_field",
+                       "causal-lm-sft/messages": "dataset.messages_field"}
+
+
+def _layout(values: Values) -> str:
+    task = values.get("task") or DEFAULT_TASK
+    return f"{task}/{values.get('dataset.layout') or 'prompt'}" if task == "causal-lm-sft" else task
 
 
 def message_for(error: ErrorDetails, field: str) -> str:

@@ -5,8 +5,9 @@ import re
 from typing import Annotated, Any
 
 import yaml
-from fastapi import APIRouter, Query, Request, UploadFile
+from fastapi import APIRouter, Form, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -16,8 +17,8 @@ from app.datasets.models import Dataset
 from app.deps import JobDep, SessionDep, SettingsDep
 from app.errors import Conflict, Invalid, NotFound, TooLarge
 from app.jobs import forms, repository, service
-from app.jobs.models import Job, JobStatus
-from app.jobs.outputs import PredictionPage
+from app.jobs.models import Job, JobStatus, Prediction
+from app.jobs.outputs import PredictionPage, TokenPredictionOut
 from app.templating import templates
 
 router = APIRouter(include_in_schema=False)
@@ -88,6 +89,14 @@ def new_job(request: Request, session: SessionDep,
     return _form(request, session, values, {}, cloned_from=source)
 
 
+@router.get("/jobs/new/task")
+def new_job_task(request: Request, session: SessionDep, task: str = "") -> HTMLResponse:
+    """The task picker changed: the new task's dataset columns, options and metrics (htmx,
+    out of band), with what was typed kept."""
+    values = forms.values_for_task(forms.values_from(request.query_params), task)
+    return render(request, "jobs/_task_fields.html", **_form_context(session, values, {}))
+
+
 @router.post("/jobs")
 async def submit_job(request: Request, session: SessionDep) -> Response:
     """Async only to read the form; the database work runs in the thread pool."""
@@ -108,25 +117,30 @@ def _submit(request: Request, session: Session, values: forms.Values) -> Respons
 
 def _form(request: Request, session: Session, values: forms.Values, errors: dict[str, str],
           status_code: int = 200, cloned_from: Job | None = None) -> HTMLResponse:
+    return render(request, "jobs/new.html", status_code, cloned_from=cloned_from,
+                  presets=forms.PRESET_TITLES, **_form_context(session, values, errors))
+
+
+def _form_context(session: Session, values: forms.Values,
+                  errors: dict[str, str]) -> dict[str, Any]:
     upload = None
     if values.get("dataset.upload"):
         upload = session.get(Dataset, values["dataset.upload"])
-    return render(request, "jobs/new.html", status_code, values=values, errors=errors,
-                  choices=forms.CHOICES, upload=upload, cloned_from=cloned_from,
-                  field_errors=set(errors) - {"__all__"})
+    return {"values": values, "errors": errors, "choices": forms.CHOICES, "upload": upload,
+            "field_errors": set(errors) - {"__all__"}}
 
 
 @router.post("/jobs/upload")
 def upload_dataset(request: Request, session: SessionDep, settings: SettingsDep,
-                   file: UploadFile) -> HTMLResponse:
+                   file: UploadFile, task: Annotated[str, Form()] = "") -> HTMLResponse:
     """Save an uploaded table; the partial previews it and offers its columns as pickers."""
     try:
         upload = datasets.save_upload(session, settings, file.filename or "upload", file.file)
     except (Invalid, TooLarge) as exc:
         message = exc.message if isinstance(exc, Invalid) else str(exc)
         return render(request, "jobs/_upload.html", 422, upload=None, upload_error=message)
-    values = {**forms.blank_values(), **UPLOAD_SPLITS, **_guess_columns(upload.columns),
-              "dataset.source": "upload"}
+    values = {**forms.values_for_task({}, task), **UPLOAD_SPLITS,
+              **_guess_columns(upload.columns), "dataset.source": "upload"}
     return render(request, "jobs/_upload.html", upload=upload, values=values, errors={},
                   oob=True)
 
@@ -145,7 +159,7 @@ def _guess_columns(columns: list[str]) -> dict[str, str]:
 @router.get("/jobs/{job_id}")
 def job_page(request: Request, job: JobDep, session: SessionDep) -> HTMLResponse:
     return render(request, "jobs/detail.html", **{**_status(job), **_checkpoints(session, job)},
-                  predictions=_predictions(session, job, False, 1),
+                  predictions=_predictions(session, job, _largest_errors_first(job), 1),
                   cursor=repository.last_metric_id(session, job.id),
                   spec_yaml=yaml.safe_dump(job.spec, sort_keys=False))
 
@@ -197,5 +211,72 @@ def _predictions(session: Session, job: Job, errors_only: bool, page: int) -> di
         session, job, errors_only=errors_only, page=page, per_page=PREDICTIONS_PER_PAGE)
     pages = max(1, -(-result.total // PREDICTIONS_PER_PAGE))
     metrics = {k: v for k, v in (result.metrics or {}).items() if is_metric(k)}
-    return {"result": result, "metrics": metrics, "errors_only": errors_only, "page": page,
+    view = {"result": result, "metrics": metrics, "errors_only": errors_only, "page": page,
             "pages": pages}
+    if result.task == "text-regression":
+        view["points"] = _regression_points(session, job)
+    elif result.task == "token-classification":
+        view["sentences"] = [_sentence_lines(p) for p in result.items
+                             if isinstance(p, TokenPredictionOut)]
+    return view
+
+
+def _largest_errors_first(job: Job) -> bool:
+    """A regression job's page opens on its largest errors (the toggle's checked state)."""
+    return job.spec.get("task") == "text-regression"
+
+
+SCATTER_POINTS = 5000  # enough to see the shape; the page stays light
+
+
+def _regression_points(session: Session, job: Job) -> list[list[float]]:
+    """[true values, predicted values] of the job's labelled rows, sorted by true value."""
+    query = (select(Prediction.fields).where(Prediction.job_id == job.id,
+                                             Prediction.error.is_not(None))
+             .order_by(Prediction.row).limit(SCATTER_POINTS))
+    pairs = sorted((float(f["label"]), float(f["prediction"]))
+                   for f in session.scalars(query) if f and f.get("label") is not None)
+    return [[t for t, _ in pairs], [p for _, p in pairs]]
+
+
+def iob_spans(tags: list[str]) -> list[tuple[str, int, int]]:
+    """(type, start, end) of each entity in IOB2 tags; an I- that continues nothing starts one,
+    as seqeval reads it."""
+    spans: list[tuple[str, int, int]] = []
+    current: list[Any] | None = None
+    for i, tag in enumerate([*tags, "O"]):
+        prefix, _, kind = tag.partition("-")
+        if current and (prefix != "I" or kind != current[0]):
+            spans.append((current[0], current[1], i))
+            current = None
+        if prefix in ("B", "I") and current is None:
+            current = [kind, i]
+    return spans
+
+
+def _segments(tokens: list[str], spans: list[tuple[str, int, int]],
+              other: list[tuple[str, int, int]] | None) -> list[dict[str, Any]]:
+    """The sentence as words and entities; an entity not in `other` is a mismatch."""
+    starts = {start: (kind, end) for kind, start, end in spans}
+    segments, i = [], 0
+    while i < len(tokens):
+        if i in starts:
+            kind, end = starts[i]
+            segments.append({"type": kind, "start": i, "end": end,
+                             "text": " ".join(tokens[i:end]),
+                             "mismatch": other is not None and (kind, i, end) not in other})
+            i = end
+        else:
+            segments.append({"type": None, "text": tokens[i]})
+            i += 1
+    return segments
+
+
+def _sentence_lines(p: TokenPredictionOut) -> list[tuple[str, list[dict[str, Any]]]]:
+    """The true line (when labelled) and the predicted line of one sentence."""
+    predicted = [(e.type, e.start, e.end) for e in p.entities]
+    if p.tags is None:
+        return [("predicted", _segments(p.tokens, predicted, None))]
+    true = iob_spans(p.tags)
+    return [("true", _segments(p.tokens, true, predicted)),
+            ("predicted", _segments(p.tokens, predicted, true))]
