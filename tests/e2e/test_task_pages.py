@@ -48,7 +48,7 @@ def multi_label_rows(n: int, *, seed: int) -> list[dict]:
 
 
 def launch(page, url: str, task: str, model: Path, data: Path, fields: dict[str, str],
-           **training: str) -> int:
+           full_fine_tune: bool = False, **training: str) -> int:
     """Fill the form for `task` and launch; returns the job id once its page shows it succeeded."""
     page.goto(f"{url}/jobs/new")
     page.fill('[name="dataset.train_split"]', "train")
@@ -67,6 +67,8 @@ def launch(page, url: str, task: str, model: Path, data: Path, fields: dict[str,
     page.fill('[name="dataset.eval_split"]', "validation")
     for name, value in fields.items():
         page.fill(f'[name="{name}"]', value)
+    if full_fine_tune:
+        page.check('[name="lora.full"]')
     plain = {"num_train_epochs": "2", "learning_rate": "5e-3",
              "per_device_train_batch_size": "8", "logging_steps": "1", "seed": "7", **training}
     for name, value in plain.items():
@@ -88,13 +90,14 @@ def shoot(page, task: str) -> None:
     screenshot(page, f"predictions-{task}")
 
 
-def clone_and_resubmit(page, url: str, job_id: int, task: str, field: str, value: str) -> dict:
-    """Clone refills the form with the task and its fields; the job's spec through the API
-    succeeds end to end too. Returns the API job's first prediction row."""
+def clone_and_resubmit(page, url: str, job_id: int, task: str, field: str, value: str,
+                       **changes) -> dict:
+    """Clone refills the form with the task and its fields; the job's spec (with `changes`)
+    through the API succeeds end to end too. Returns the API job's first prediction row."""
     page.goto(f"{url}/jobs/new?clone={job_id}")
     assert page.input_value("#task-picker") == task
     assert page.input_value(f'[name="{field}"]') == value
-    spec = httpx.get(f"{url}/api/v1/jobs/{job_id}", timeout=10).json()["spec"]
+    spec = {**httpx.get(f"{url}/api/v1/jobs/{job_id}", timeout=10).json()["spec"], **changes}
     created = httpx.post(f"{url}/api/v1/jobs", json=spec, timeout=10)
     assert created.status_code == 201, created.text
     job = wait_for_job(url, created.json()["id"], timeout=180)
@@ -217,15 +220,17 @@ def test_ner_job_from_the_form_highlights_entities(live_server, tiny_model, page
 HAS_SFT = importlib.util.find_spec("worker.recipes.causal_lm_sft") is not None
 
 
-def answer_rows(n: int, *, seed: int) -> list[dict]:
-    """Prompt/completion rows: add two small numbers."""
+def answer_rows(n: int, *, seed: int, wrong_every: int = 0) -> list[dict]:
+    """Prompt/completion rows whose answer is always "yes" (a tiny model learns it in a few
+    steps); with wrong_every, every such row's reference is "no", so its generation misses."""
     import random
 
     rng = random.Random(seed)
     rows = []
-    for _ in range(n):
+    for i in range(n):
         a, b = rng.randint(0, 9), rng.randint(0, 9)
-        rows.append({"prompt": f"Add {a} and {b}. Answer:", "completion": f" {a + b}"})
+        answer = "no" if wrong_every and i % wrong_every == 0 else "yes"
+        rows.append({"prompt": f"Is {a} + {b} a number? Answer:", "completion": f" {answer}"})
     return rows
 
 
@@ -235,7 +240,10 @@ def test_sft_job_from_the_form_shows_generations(live_server, page, tmp_path):
     from tests.causal_lm import build_tiny_llama
 
     model = build_tiny_llama(tmp_path / "tiny-llama")
-    data = write_splits(tmp_path / "sums", answer_rows)
+    data = tmp_path / "answers"
+    for split, n, seed in (("train", 64, 1), ("validation", 16, 2), ("test", 12, 3)):
+        write_jsonl(data / f"{split}.jsonl",
+                    answer_rows(n, seed=seed, wrong_every=3 if split == "test" else 0))
     page.goto(f"{live_server.url}/jobs/new")
     page.select_option("#task-picker", "causal-lm-sft")
     page.wait_for_selector('#task-options[data-task="causal-lm-sft"]')
@@ -250,21 +258,29 @@ def test_sft_job_from_the_form_shows_generations(live_server, page, tmp_path):
 
     job_id = launch(page, live_server.url, "causal-lm-sft", model, data,
                     {"dataset.prompt_field": "prompt", "dataset.completion_field": "completion",
-                     "lora.r": "4", "lora.alpha": "8", "lora.target_modules": "q_proj, v_proj",
-                     "generation.max_new_tokens": "4"}, learning_rate="1e-2")
+                     "generation.max_new_tokens": "3"},
+                    full_fine_tune=True, num_train_epochs="3", learning_rate="5e-3")
     rows = page.locator("#prediction-rows tbody tr")
     assert rows.count() == 12
-    expected = answer_rows(12, seed=3)[0]
-    assert rows.first.locator(".prompt").inner_text().strip() == expected["prompt"]
-    assert rows.first.locator(".reference").inner_text().strip() == expected["completion"].strip()
+    expected = answer_rows(12, seed=3, wrong_every=3)
+    assert rows.first.locator(".prompt").inner_text().strip() == expected[0]["prompt"]
+    assert [r.strip() for r in rows.locator(".reference").all_inner_texts()] == [
+        e["completion"].strip() for e in expected]
     api_rows = httpx.get(f"{live_server.url}/api/v1/jobs/{job_id}/predictions",
                          timeout=10).json()["items"]
-    assert rows.first.locator(".generated").inner_text().strip() == api_rows[0]["generated"].strip()
+    generated = [r.strip() for r in rows.locator(".generated").all_inner_texts()]
+    assert generated == [r["generated"].strip() for r in api_rows]
+    assert "yes" in generated  # the model learned the answer; the page shows its words
     verdicts = rows.locator(".verdict").all_inner_texts()
-    assert verdicts == ["✓" if r["correct"] else "✗" for r in api_rows[:12]]
+    assert verdicts == ["✓" if r["correct"] else "✗" for r in api_rows]
+    assert {"✓", "✗"} <= set(verdicts)
     assert "perplexity" in page.inner_text("#final-metrics")
     shoot(page, "causal-lm-sft")
 
+    # Clone keeps the full fine-tune switch; through the API the same job with LoRA
     row = clone_and_resubmit(page, live_server.url, job_id, "causal-lm-sft",
-                             "lora.target_modules", "q_proj, v_proj")
+                             "generation.max_new_tokens", "3",
+                             lora={"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]})
+    page.goto(f"{live_server.url}/jobs/new?clone={job_id}")
+    assert page.is_checked('[name="lora.full"]')
     assert {"prompt", "reference", "generated"} <= set(row)
