@@ -221,16 +221,17 @@ HAS_SFT = importlib.util.find_spec("worker.recipes.causal_lm_sft") is not None
 
 
 def answer_rows(n: int, *, seed: int, wrong_every: int = 0) -> list[dict]:
-    """Prompt/completion rows whose answer is always "yes" (a tiny model learns it in a few
-    steps); with wrong_every, every such row's reference is "no", so its generation misses."""
+    """Prompt/completion rows whose answer is always "Paris" (a word of the tiny tokenizer's
+    corpus, learnt in a few steps); with wrong_every, every such row's reference is "Rome", so
+    its generation misses."""
     import random
 
     rng = random.Random(seed)
     rows = []
     for i in range(n):
         a, b = rng.randint(0, 9), rng.randint(0, 9)
-        answer = "no" if wrong_every and i % wrong_every == 0 else "yes"
-        rows.append({"prompt": f"Is {a} + {b} a number? Answer:", "completion": f" {answer}"})
+        answer = "Rome" if wrong_every and i % wrong_every == 0 else "Paris"
+        rows.append({"prompt": f"Add {a} and {b}. Capital?", "completion": f" {answer}"})
     return rows
 
 
@@ -258,8 +259,8 @@ def test_sft_job_from_the_form_shows_generations(live_server, page, tmp_path):
 
     job_id = launch(page, live_server.url, "causal-lm-sft", model, data,
                     {"dataset.prompt_field": "prompt", "dataset.completion_field": "completion",
-                     "generation.max_new_tokens": "3"},
-                    full_fine_tune=True, num_train_epochs="3", learning_rate="5e-3")
+                     "generation.max_new_tokens": "4"},
+                    full_fine_tune=True, num_train_epochs="4", learning_rate="1e-2")
     rows = page.locator("#prediction-rows tbody tr")
     assert rows.count() == 12
     expected = answer_rows(12, seed=3, wrong_every=3)
@@ -270,7 +271,7 @@ def test_sft_job_from_the_form_shows_generations(live_server, page, tmp_path):
                          timeout=10).json()["items"]
     generated = [r.strip() for r in rows.locator(".generated").all_inner_texts()]
     assert generated == [r["generated"].strip() for r in api_rows]
-    assert "yes" in generated  # the model learned the answer; the page shows its words
+    assert "Paris" in generated  # the model learned the answer; the page shows its words
     verdicts = rows.locator(".verdict").all_inner_texts()
     assert verdicts == ["✓" if r["correct"] else "✗" for r in api_rows]
     assert {"✓", "✗"} <= set(verdicts)
@@ -279,7 +280,7 @@ def test_sft_job_from_the_form_shows_generations(live_server, page, tmp_path):
 
     # Clone keeps the full fine-tune switch; through the API the same job with LoRA
     row = clone_and_resubmit(page, live_server.url, job_id, "causal-lm-sft",
-                             "generation.max_new_tokens", "3",
+                             "generation.max_new_tokens", "4",
                              lora={"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]})
     page.goto(f"{live_server.url}/jobs/new?clone={job_id}")
     assert page.is_checked('[name="lora.full"]')
