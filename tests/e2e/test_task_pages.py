@@ -131,7 +131,7 @@ def test_multi_label_job_from_the_form_shows_label_chips(live_server, tiny_model
     shoot(page, "multi-label-classification")
 
     page.check("#errors-only")
-    page.wait_for_selector("#errors-only:checked")
+    page.wait_for_selector('#predictions[hx-get$="errors_only=true"]')  # the swapped card
     wrong = page.locator("#prediction-rows tbody tr").evaluate_all(
         "rs => rs.map(r => r.dataset.correct)")
     assert set(wrong) <= {"false"}
@@ -163,7 +163,7 @@ def test_regression_job_from_the_form_shows_the_scatter_and_largest_errors(
 
     # unchecked: row order, still with the scatter
     page.uncheck("#errors-only")
-    page.wait_for_selector("#errors-only:not(:checked)")
+    page.wait_for_selector('#predictions:not([hx-get$="errors_only=true"])')  # the swapped card
     page.wait_for_selector("#scatter canvas")
     rows = page.locator("#prediction-rows tbody tr td:first-child").all_inner_texts()
     assert [int(r) for r in rows] == list(range(12))
