@@ -140,6 +140,15 @@ def predictions(
     return rows, total
 
 
+def regression_pairs(session: Session, job_id: int, limit: int) -> list[tuple[float, float]]:
+    """(true, predicted) of a text-regression job's labelled rows, the first `limit` by row."""
+    query = (select(Prediction.fields)
+             .where(Prediction.job_id == job_id, Prediction.error.is_not(None))
+             .order_by(Prediction.row).limit(limit))
+    return [(float(f["label"]), float(f["prediction"])) for f in session.scalars(query)
+            if f and f.get("label") is not None]
+
+
 def confusion_counts(session: Session, job_id: int) -> list[tuple[str, str, int]]:
     """(true label, predicted label, rows) of the job's labelled predictions."""
     query = (

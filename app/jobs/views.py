@@ -7,7 +7,6 @@ from typing import Annotated, Any
 import yaml
 from fastapi import APIRouter, Form, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -17,7 +16,7 @@ from app.datasets.models import Dataset
 from app.deps import JobDep, SessionDep, SettingsDep
 from app.errors import Conflict, Invalid, NotFound, TooLarge
 from app.jobs import forms, repository, service
-from app.jobs.models import Job, JobStatus, Prediction
+from app.jobs.models import Job, JobStatus
 from app.jobs.outputs import PredictionPage, TokenPredictionOut
 from app.templating import templates
 
@@ -231,11 +230,7 @@ SCATTER_POINTS = 5000  # enough to see the shape; the page stays light
 
 def _regression_points(session: Session, job: Job) -> list[list[float]]:
     """[true values, predicted values] of the job's labelled rows, sorted by true value."""
-    query = (select(Prediction.fields).where(Prediction.job_id == job.id,
-                                             Prediction.error.is_not(None))
-             .order_by(Prediction.row).limit(SCATTER_POINTS))
-    pairs = sorted((float(f["label"]), float(f["prediction"]))
-                   for f in session.scalars(query) if f and f.get("label") is not None)
+    pairs = sorted(repository.regression_pairs(session, job.id, SCATTER_POINTS))
     return [[t for t, _ in pairs], [p for _, p in pairs]]
 
 
