@@ -8,7 +8,7 @@ P1 overhead against the plain recipe   P2 dynamic padding      P3 live latency (
 P4 chart downsampling (1M points)      P5 API throughput       P6 submit -> task start
 P7 web cold start and memory           P8 job list, 10k jobs       P9 many watchers on one job
 P10 uploads in bounded work, /healthz during an upload
-P11 each task against its plain script
+P12 each task against its plain script
 PostgreSQL (TUNEDECK_BENCH_POSTGRES_URL, default postgres@127.0.0.1:5432) and Redis
 (TUNEDECK_BENCH_REDIS_URL, default 127.0.0.1:6379/15) rows are skipped, with the reason, when
 the server is not reachable; so are the rows that need ../shared/data/mrpc, the MiniLM
@@ -54,10 +54,10 @@ BENCHMARKS: dict[str, tuple[str, Callable[[bool], list[Row]]]] = {
     "P9": ("many watchers on one job", watchers.run),
     "P1": ("overhead against the plain recipe",
            lambda quick: overhead.run(runs=2 if quick else 6, train_rows=128 if quick else 256)),
-    "P11": ("each task against its plain script",
+    "P12": ("each task against its plain script",
            lambda quick: tasks.run(runs=2 if quick else 4)),
 }
-ORDER = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9", "P10", "P11")
+ORDER = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9", "P10", "P12")
 RESULTS = REPO / "benchmarks" / "results.json"
 SETUPS = """## How each is measured
 
@@ -111,7 +111,7 @@ SETUPS = """## How each is measured
 - **P10** `tunedeck serve --no-worker` on SQLite; a CSV header of 100,000 names (0.9 MB) and a
   Parquet file declaring 100M rows (under 1 MB), generated in the benchmark: each POST's wall
   time and the server's CPU seconds; then `/healthz` every 20 ms during a 33 MB CSV upload.
-- **P11** One pair of rows per new task: `benchmarks/plain_tasks.py` (the task as a plain
+- **P12** One pair of rows per new task: `benchmarks/plain_tasks.py` (the task as a plain
   transformers / TRL script: the same model, data, seed, TrainingArguments and collator, label
   ids in tunedeck's order) against a tunedeck job run by `worker.runner.run_job`, measured as
   P1 (one child process per task, a plain warm-up run not counted, then 4 runs per arm in ABBA

@@ -1,6 +1,6 @@
 """The four task recipes as plain transformers / TRL scripts: no tunedeck, no database, no callback.
 
-Benchmark P11 (benchmarks/tasks.py) runs each beside a tunedeck job of the same spec and seed.
+Benchmark P12 (benchmarks/tasks.py) runs each beside a tunedeck job of the same spec and seed.
 Each script is what a practitioner writes from the transformers examples: load_dataset("json")
 -> encode the labels -> tokenize (truncation; padding left to the collator) -> the task's
 collator -> from_pretrained with the task's head -> TrainingArguments -> Trainer.train ->

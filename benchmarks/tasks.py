@@ -1,4 +1,4 @@
-"""P11: each new task's tunedeck job against the same task as a plain script, side by side.
+"""P12: each new task's tunedeck job against the same task as a plain script, side by side.
 
 Measured as P1 (benchmarks/overhead.py), once per task. Arm A is the task's script in
 benchmarks/plain_tasks.py; arm B a job row in a real database (SQLite in a temp data dir) run by
@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import random
-import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -93,7 +92,7 @@ def job_spec(task: str, model: str, data: Path) -> dict[str, Any]:
 
     sft = task == "causal-lm-sft"
     spec: dict[str, Any] = {
-        "name": f"p11-{task}", "task": task, "model": model,
+        "name": f"p12-{task}", "task": task, "model": model,
         "dataset": {"source": "local", "path": str(data), "train_split": "train",
                     "eval_split": "validation", **TASKS[task]["dataset"]},
         "max_length": TASKS[task]["max_length"],
@@ -132,10 +131,11 @@ def arm_tunedeck(spec: dict[str, Any], work: Path) -> dict[str, float]:
         job_id = job.id
     status = run_job(job_id, settings=get_settings())
     with session_scope() as session:
-        job = session.get(Job, job_id)
+        done = session.get(Job, job_id)
+        assert done is not None
         if status != "succeeded":
-            raise RuntimeError(f"job {job_id} {status}: {job.error_message}")
-        final = job.final_metrics
+            raise RuntimeError(f"job {job_id} {status}: {done.error_message}")
+        final = done.final_metrics or {}
     return {"samples_per_second": final["train/train_samples_per_second"],
             "eval_loss": final["eval/loss"]}
 
@@ -166,7 +166,7 @@ def run_arms(spec_path: Path, runs: int, threads: int) -> None:
     for i in range(-1, runs * 2):
         arm = "warm-up" if i < 0 else "plain" if i % 4 in (0, 3) else "tunedeck"
         load = os.getloadavg()[0]
-        with tempfile.TemporaryDirectory(prefix=f"p11-{arm}-") as tmp:
+        with tempfile.TemporaryDirectory(prefix=f"p12-{arm}-") as tmp:
             result = (arm_tunedeck if arm == "tunedeck" else arm_plain)(spec, Path(tmp))
         results[arm].append({**result, "load_average": load})
     print(json.dumps(results))
@@ -187,7 +187,7 @@ def run_task(task: str, runs: int, threads: int) -> list[Row]:
     sft = task == "causal-lm-sft"
     model = "smollm2" if sft else str(minilm_dir())
     train_rows, eval_rows = SFT_ROWS if sft else ENCODER_ROWS
-    with tempfile.TemporaryDirectory(prefix=f"tunedeck-p11-{task}-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"tunedeck-p12-{task}-") as tmp:
         work = Path(tmp)
         write_data(task, work / "data", train_rows, eval_rows)
         spec_path = work / "spec.json"
@@ -220,10 +220,10 @@ def rows(task: str, results: dict[str, list[dict]], setup: str) -> list[Row]:
                "plain_samples_per_second": speed["plain"],
                "tunedeck_samples_per_second": speed["tunedeck"]}
     return [
-        Row("P11", f"{task}: train samples/s, tunedeck job / plain script (median of "
+        Row("P12", f"{task}: train samples/s, tunedeck job / plain script (median of "
             f"{len(ratios)} side-by-side pairs; {speed['plain']:.2f} / {speed['tunedeck']:.2f} "
             "samples/s)", round(ratio, 3), "x", f">= {TARGET}", ratio >= TARGET, details),
-        Row("P11", f"  {task}: final eval loss, plain script / tunedeck job (same seed)",
+        Row("P12", f"  {task}: final eval loss, plain script / tunedeck job (same seed)",
             f"{loss['plain'][0]:.4f} / {loss['tunedeck'][0]:.4f}", "", "equal", same,
             {"eval_loss": loss}),
     ]
@@ -253,4 +253,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

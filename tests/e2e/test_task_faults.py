@@ -61,7 +61,9 @@ def kill_resume_cancel(client: TestClient, env: dict[str, str], spec: dict, tmp_
     try:
         wait_until(lambda: job_row(job_id).global_step >= 12 and latest_checkpoint(output),
                    180, "training past step 12 with a checkpoint")
-        victim = job_row(job_id).worker_id.split("@")[0]
+        worker_id = job_row(job_id).worker_id
+        assert worker_id is not None
+        victim = worker_id.split("@")[0]
         workers.pop(victim).kill()
         resumed_from = latest_checkpoint(output)
         job = finished(client, job_id, timeout=300)
@@ -99,7 +101,8 @@ def check_resumed_and_cancelled(client: TestClient, jobs: dict, task: str, field
 
     assert cancelled["status"] == "cancelled" and MAX_STEPS > cancelled["progress"]["step"] >= 10
     names = [c["name"] for c in client.get(f"/api/v1/jobs/{cancel_id}/checkpoints").json()]
-    assert "final" not in names and latest_checkpoint(jobs["cancel_output"]).name in names
+    last = latest_checkpoint(jobs["cancel_output"])
+    assert "final" not in names and last is not None and last.name in names
     assert client.get(f"/api/v1/jobs/{cancel_id}/predictions").json()["total"] == 0
 
 
