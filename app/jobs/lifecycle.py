@@ -9,7 +9,7 @@ on, the old attempt's writes match nothing.
 
 The web app (cancel, queue), the worker (claim, report, finish, fail, cancel_ack) and the
 sweep (requeue, lose, cancel_ack, resend) call these; nothing else writes a job's status
-(tests/app/test_lifecycle.py checks both the table and that no other module writes one).
+(tests/app/jobs/test_lifecycle.py checks both the table and that no other module writes one).
 No commits here: the caller's unit of work commits.
 """
 from __future__ import annotations

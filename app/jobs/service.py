@@ -90,7 +90,7 @@ def to_out(job: Job) -> JobOut:
 
 
 # The hot read endpoints (scripts poll them): one autocommit connection, one SELECT, the
-# bytes made by orjson. tests/app/test_job_json.py holds them equal to the JobOut models.
+# bytes made by orjson. tests/app/jobs/test_api.py holds them equal to the JobOut models.
 
 def job_json(connection: Connection, job_id: int) -> bytes | None:
     row = repository.job_row(connection, job_id)

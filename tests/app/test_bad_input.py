@@ -1,8 +1,8 @@
 """Bad job specs: each gets a precise 4xx naming the problem, and leaves no row behind.
 
 Problems only the data can show (a missing column, one class, an empty or non-UTF-8 file) fail
-the job with a precise message instead: tests/worker/test_bad_data.py. Uploads have their own
-table in tests/app/test_datasets.py (nothing stays on disk after a rejected upload).
+the job with a precise message instead: tests/worker/test_data.py. Uploads have their own
+table in tests/app/datasets/test_api.py (nothing stays on disk after a rejected upload).
 """
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ from tests.e2e.test_faults import (  # noqa: F401 - fixtures
 from tests.e2e.workers import WorkerProcess
 from tests.fixtures import write_jsonl
 from tests.task_data import multi_label_rows, ner_rows, regression_rows
-from tests.worker.test_causal_lm_sft import addition
+from tests.worker.recipes.test_causal_lm_sft import addition
 from worker.runner import checkpoint_step, latest_checkpoint
 
 pytestmark = pytest.mark.slow  # ~1-2 minutes per task on a 2-core box

@@ -1,7 +1,7 @@
 """The worker side of issue 17: it re-checks local paths before opening anything, runs a job in
 its job dir, keeps data values out of messages, and passes ignore_mismatched_sizes through.
 
-The submit-time check is in tests/app/test_local_roots.py.
+The submit-time check is in tests/app/test_paths.py.
 """
 from __future__ import annotations
 

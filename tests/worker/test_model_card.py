@@ -14,9 +14,9 @@ from app.jobs import repository
 from app.jobs.models import Job
 from tests.fixtures import tiny_spec, write_jsonl
 from tests.task_data import multi_label_rows, ner_rows, regression_rows
-from tests.worker.test_causal_lm_sft import make_data, sft_spec
+from tests.worker.recipes.test_causal_lm_sft import make_data, sft_spec
+from tests.worker.recipes.test_recipes import spec_for, write_splits
 from tests.worker.test_runner import submit
-from tests.worker.test_tasks import spec_for, write_splits
 from worker.model_card import CardContext, build_card, model_index_metrics
 from worker.runner import run_job
 

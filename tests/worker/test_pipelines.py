@@ -17,9 +17,9 @@ from transformers import AutoTokenizer, pipeline
 
 from tests.fixtures import tiny_spec
 from tests.task_data import multi_label_rows, ner_rows, regression_rows
-from tests.worker.test_causal_lm_sft import addition, make_data, sft_spec
+from tests.worker.recipes.test_causal_lm_sft import addition, make_data, sft_spec
+from tests.worker.recipes.test_recipes import spec_for, write_splits
 from tests.worker.test_runner import submit
-from tests.worker.test_tasks import spec_for, write_splits
 from worker.runner import run_job
 
 

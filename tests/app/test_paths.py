@@ -15,9 +15,9 @@ from sqlalchemy import func, select
 from app.db import session_scope
 from app.jobs.models import Job
 from app.main import create_app
+from tests.app.auth.test_auth import login_csrf
 from tests.app.conftest import TOKEN
-from tests.app.test_auth import login_csrf
-from tests.app.test_views import field_errors, form_data
+from tests.app.jobs.test_views import field_errors, form_data
 from tests.fixtures import reset_caches, sentiment_rows, write_jsonl
 
 

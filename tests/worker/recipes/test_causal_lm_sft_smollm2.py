@@ -16,7 +16,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tests.fixtures import write_jsonl
-from tests.worker.test_causal_lm_sft import Recorder
+from tests.worker.recipes.test_causal_lm_sft import Recorder
 from worker import data as D
 from worker.recipes.causal_lm_sft import generate, prompt_text
 from worker.training import train

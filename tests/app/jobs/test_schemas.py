@@ -204,7 +204,7 @@ def test_text_classification_rows_keep_their_columns_and_confusion(client, sessi
 def test_every_example_spec_validates():
     import yaml
 
-    examples = sorted((Path(__file__).parents[2] / "examples").glob("*.yaml"))
+    examples = sorted((Path(__file__).parents[3] / "examples").glob("*.yaml"))
     tasks = {JobSpec.model_validate(yaml.safe_load(p.read_text())).task for p in examples}
     assert {"text-classification", "multi-label-classification", "text-regression",
             "token-classification"} <= tasks

