@@ -11,6 +11,7 @@ snapshot taken before the model reaches the GPU must not create one either.
 from __future__ import annotations
 
 import gc
+import multiprocessing
 import platform
 from typing import Any
 
@@ -67,6 +68,44 @@ def resolve_precision(fp16: bool, bf16: bool) -> None:
         major, minor = torch.cuda.get_device_capability()
         raise PrecisionError(BF16_UNSUPPORTED.format(name=torch.cuda.get_device_name(),
                                                      capability=f"{major}.{minor}"))
+
+
+def tf32_supported() -> bool:
+    """TF32 tensor cores: NVIDIA compute capability 8.0+ (Ampere); transformers refuses it below."""
+    if not torch.cuda.is_available() or torch.version.hip:
+        return False
+    return torch.cuda.get_device_capability()[0] >= 8
+
+
+def resolve_auto(options: dict[str, Any]) -> list[str]:
+    """Make the spec's "auto" values (the Fast preset) concrete for this worker, in place.
+
+    bf16 "auto": bf16 on a GPU with native bf16, else fp16 on CUDA, else fp32 (never bf16 on
+    CPU: slower than fp32 there). tf32 "auto": on CUDA capability 8.0+ only. Dataloader worker
+    processes are dropped inside a daemonic process (a Celery pool child), which may not have
+    children. Returns notes for the job's info lines.
+    """
+    notes: list[str] = []
+    if options.get("bf16") == "auto":
+        options["bf16"] = bf16_supported()
+        options["fp16"] = bool(options.get("fp16")) or (
+            torch.cuda.is_available() and not options["bf16"])
+        chosen = "bf16" if options["bf16"] else "fp16" if options["fp16"] else "fp32"
+        notes.append(f"Precision auto: {chosen} on this worker ({device_type()}).")
+    if options.get("tf32") == "auto":
+        options["tf32"] = True if tf32_supported() else None
+        notes.append(f"TF32 auto: {'on' if options['tf32'] else 'off'} on this worker.")
+    if options.get("dataloader_num_workers") and multiprocessing.current_process().daemon:
+        notes.append(f"dataloader_num_workers {options['dataloader_num_workers']} -> 0: this "
+                     "worker runs jobs in daemonic pool processes, which cannot start children.")
+        options["dataloader_num_workers"] = 0
+    return notes
+
+
+def padding_multiple(spec: dict[str, Any]) -> int | None:
+    """collator.pad_to_multiple_of where CUDA is present (tensor cores), else None."""
+    multiple = (spec.get("collator") or {}).get("pad_to_multiple_of")
+    return multiple if multiple and torch.cuda.is_available() else None
 
 
 def device_summary() -> dict[str, Any]:

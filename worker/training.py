@@ -17,7 +17,7 @@ from transformers import Trainer, TrainingArguments, set_seed
 from worker import data as D
 from worker.callbacks import Reporter, StreamingCallback
 from worker.checkpoints import DiskSpaceCallback
-from worker.gpu import resolve_precision
+from worker.gpu import resolve_auto, resolve_precision
 from worker.model_card import ModelCardCallback, context_of, write_final_cards
 from worker.recipes import recipe_for
 from worker.recipes.base import prefixed
@@ -41,8 +41,12 @@ class Outcome:
         return self.final_dirs[0] if self.final_dirs else None
 
 
-def training_arguments(spec: dict, output_dir: Path, has_eval: bool) -> TrainingArguments:
+def training_arguments(spec: dict, output_dir: Path, has_eval: bool,
+                       notes: list[str] | None = None) -> TrainingArguments:
     options = dict(spec.get("training") or {})
+    auto_notes = resolve_auto(options)  # the Fast preset's "auto" values, for this hardware
+    if notes is not None:
+        notes.extend(auto_notes)
     resolve_precision(bool(options.get("fp16")), bool(options.get("bf16")))
     if not has_eval:
         options["eval_strategy"] = "no"
@@ -57,10 +61,11 @@ def train(spec: dict, source: D.Source, job_dir: Path, reporter: Reporter,
     """Run the whole recipe of the spec's task for one job; returns what the runner stores."""
     recipe = recipe_for(spec.get("task"))
     data = recipe.load(spec, source)
-    args = training_arguments(spec, job_dir / "output", data.eval is not None)
+    hardware: list[str] = []
+    args = training_arguments(spec, job_dir / "output", data.eval is not None, hardware)
     set_seed(args.seed)  # before the model is built, as run_glue does: the head init is seeded
     model, notices = recipe.model(spec, data)
-    reporter.job_fields(label_names=data.label_names, info=notices)
+    reporter.job_fields(label_names=data.label_names, info=notices + hardware)
     compute_metrics = None  # resolving metrics can try the Hub; a job that never evaluates skips
     if data.eval is not None or data.predict_raw is not None:
         compute_metrics = recipe.compute_metrics(spec, data, use_evaluate)

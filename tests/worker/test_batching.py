@@ -1,4 +1,5 @@
-"""Batching: tunedeck's default spec draws length-grouped batches; a spec may ask for random."""
+"""Batching: the default spec draws random batches as transformers does; the Fast preset and a
+spec may ask for length-grouped ones."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,12 +16,12 @@ def spec(tmp_path: Path, **training) -> dict:
                                   ).model_dump(mode="json")
 
 
-def test_the_default_spec_groups_batches_by_length(tmp_path: Path) -> None:
+def test_the_default_spec_keeps_transformers_random_batches(tmp_path: Path) -> None:
     args = training_arguments(spec(tmp_path), tmp_path / "out", has_eval=False)
-    assert args.train_sampling_strategy == "group_by_length"
-    chosen = training_arguments(spec(tmp_path, train_sampling_strategy="random"),
+    assert args.train_sampling_strategy == "random"
+    chosen = training_arguments(spec(tmp_path, train_sampling_strategy="group_by_length"),
                                 tmp_path / "out", has_eval=False)
-    assert chosen.train_sampling_strategy == "random"
+    assert chosen.train_sampling_strategy == "group_by_length"
 
 
 def test_grouped_batches_pad_less_than_random_ones(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from transformers import (
 )
 
 from worker import data as D
+from worker.gpu import padding_multiple
 from worker.metrics import MULTI_LABEL, PER_LABEL_CAP, multi_label_metrics, sigmoid
 from worker.recipes.base import (
     Recipe,
@@ -133,7 +134,8 @@ class MultiLabelClassification(Recipe):
                           label2id={n: i for i, n in enumerate(names)})
 
     def collator(self, spec: dict, data: TaskData) -> Callable | None:
-        return DataCollatorWithPadding(data.tokenizer)
+        return DataCollatorWithPadding(data.tokenizer,
+                                       pad_to_multiple_of=padding_multiple(spec))
 
     def compute_metrics(self, spec: dict, data: TaskData,
                         use_evaluate: bool) -> Callable | None:

@@ -18,6 +18,7 @@ from transformers import (
 )
 
 from worker import data as D
+from worker.gpu import padding_multiple
 from worker.metrics import GLUE_EXTRA, MetricSuite, softmax
 from worker.recipes.base import (
     Recipe,
@@ -90,7 +91,8 @@ class TextClassification(Recipe):
         return build_model(spec, data.extra["labels"])
 
     def collator(self, spec: dict, data: TaskData) -> Callable | None:
-        return DataCollatorWithPadding(data.tokenizer)
+        return DataCollatorWithPadding(data.tokenizer,
+                                       pad_to_multiple_of=padding_multiple(spec))
 
     def compute_metrics(self, spec: dict, data: TaskData,
                         use_evaluate: bool) -> Callable | None:

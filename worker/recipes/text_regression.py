@@ -21,6 +21,7 @@ from transformers import (
 )
 
 from worker import data as D
+from worker.gpu import padding_multiple
 from worker.metrics import REGRESSION, regression_metrics
 from worker.recipes.base import (
     Recipe,
@@ -96,7 +97,8 @@ class TextRegression(Recipe):
                           num_labels=1, problem_type="regression")
 
     def collator(self, spec: dict, data: TaskData) -> Callable | None:
-        return DataCollatorWithPadding(data.tokenizer)
+        return DataCollatorWithPadding(data.tokenizer,
+                                       pad_to_multiple_of=padding_multiple(spec))
 
     def compute_metrics(self, spec: dict, data: TaskData,
                         use_evaluate: bool) -> Callable | None:

@@ -22,6 +22,7 @@ from transformers import (
 )
 
 from worker import data as D
+from worker.gpu import padding_multiple
 from worker.metrics import TOKEN, entity_metrics
 from worker.recipes.base import (
     Recipe,
@@ -183,7 +184,8 @@ class TokenClassification(Recipe):
                           label2id={n: i for i, n in enumerate(names)})
 
     def collator(self, spec: dict, data: TaskData) -> Callable | None:
-        return DataCollatorForTokenClassification(data.tokenizer)
+        return DataCollatorForTokenClassification(data.tokenizer,
+                                                  pad_to_multiple_of=padding_multiple(spec))
 
     def compute_metrics(self, spec: dict, data: TaskData,
                         use_evaluate: bool) -> Callable | None:
