@@ -160,6 +160,7 @@ def job_page(request: Request, job: JobDep, session: SessionDep) -> HTMLResponse
     return render(request, "jobs/detail.html", **{**_status(job), **_checkpoints(session, job)},
                   predictions=_predictions(session, job, _largest_errors_first(job), 1),
                   cursor=repository.last_metric_id(session, job.id),
+                  attempts=repository.attempts(session, job.id),
                   spec_yaml=yaml.safe_dump(job.spec, sort_keys=False))
 
 

@@ -6,7 +6,7 @@ import re
 import pytest
 
 from app.jobs import forms
-from app.jobs.schemas import JobSpec
+from app.jobs.schemas import FAST_TRAINING, JobSpec
 
 
 def spec_with_extras() -> dict:
@@ -230,3 +230,31 @@ def test_iob_spans_read_entities_as_seqeval_does():
     tags = ["B-PER", "I-PER", "O", "I-LOC", "B-LOC", "B-LOC", "I-LOC", "I-PER"]
     assert iob_spans(tags) == [("PER", 0, 2), ("LOC", 3, 4), ("LOC", 4, 5), ("LOC", 5, 7),
                                ("PER", 7, 8)]
+
+
+def test_the_fast_switch_expands_the_preset_into_explicit_keys():
+    values = {**forms.values_for_spec(forms.PRESETS["mrpc"]), "fast": "on"}
+    assert values["training.train_sampling_strategy"] == "random"  # the reference default
+    spec = forms.build_spec(values).model_dump(mode="json")
+    assert spec["preset"] == "fast" and spec["collator"] == {"pad_to_multiple_of": 8}
+    assert {k: spec["training"][k] for k in FAST_TRAINING} == FAST_TRAINING
+    again = forms.values_for_spec(spec)
+    assert again["fast"] == "on" and again["precision"] == "fp32" and again["advanced"] == ""
+    assert forms.build_spec(again).model_dump(mode="json") == spec
+
+
+def test_fields_changed_from_the_defaults_win_over_the_fast_preset():
+    values = {**forms.values_for_spec(forms.PRESETS["mrpc"]), "fast": "on", "precision": "fp16",
+              "training.train_sampling_strategy": "sequential",
+              "advanced": "dataloader_num_workers: 0"}
+    training = forms.build_spec(values).training.model_dump()
+    assert training["train_sampling_strategy"] == "sequential"
+    assert training["fp16"] is True and training["bf16"] is False
+    assert training["dataloader_num_workers"] == 0 and training["tf32"] == "auto"
+
+
+def test_without_the_switch_the_spec_is_the_reference_recipe():
+    spec = forms.build_spec(forms.values_for_spec(forms.PRESETS["mrpc"])).model_dump(mode="json")
+    assert spec["preset"] is None and spec["collator"] == {"pad_to_multiple_of": None}
+    assert spec["training"]["train_sampling_strategy"] == "random"
+    assert "dataloader_num_workers" not in spec["training"]
