@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = 5.0
     lease_timeout_seconds: float = 60.0
     max_restarts: int = 3
+    # A CUDA out-of-memory halves the batch and retries (a spec's on_oom: fail opts out);
+    # false turns that off for every job on this server (worker/runner.py).
+    oom_retry: bool = True
     flush_seconds: float = 0.25
     sse_poll_seconds: float = 0.2
     # Open /events streams per web process; beyond it a 503 with Retry-After.

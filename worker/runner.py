@@ -21,7 +21,7 @@ from app.jobs.models import JobStatus, prediction_columns
 from worker import checkpoints, gpu
 from worker import data as D
 from worker.callbacks import metric_values
-from worker.failures import describe_failure
+from worker.failures import describe_failure, is_out_of_memory
 from worker.reporting import DbReporter, checkpoint_row
 from worker.training import Outcome, train
 
@@ -93,10 +93,18 @@ def run_job(job_id: int, worker_id: str | None = None, settings: Settings | None
     """Run job `job_id` if it is still queued; returns the final status (or 'skipped')."""
     settings = settings or get_settings()
     worker_id = worker_id or worker_name()
-    attempt = claim(job_id, worker_id)
+    attempt: int | None = claim(job_id, worker_id)
     if attempt is None:
         log.info("job %s is not queued (already taken, finished or cancelled); skipping", job_id)
         return "skipped"
+    while True:  # a CUDA out-of-memory retries in this process with half the batch
+        status, attempt = _run_attempt(job_id, attempt, settings)
+        if attempt is None:
+            return status
+
+
+def _run_attempt(job_id: int, attempt: int, settings: Settings) -> tuple[str, int | None]:
+    """One attempt: its status, and the next attempt's number when it retries after an OOM."""
     job_dir = settings.job_dir(job_id).resolve()  # absolute: training runs inside it
     resume = latest_checkpoint(job_dir / "output")
     spec = _begin_attempt(job_id, attempt, resume, settings.data_dir)
@@ -104,6 +112,7 @@ def run_job(job_id: int, worker_id: str | None = None, settings: Settings | None
     reporter = DbReporter(job_id, session_scope, settings.data_dir, settings.flush_seconds,
                           stats=stats.snapshot, attempt=attempt,
                           lease_timeout=settings.lease_timeout_seconds).start()
+    retry: int | None = None
     try:
         spec = confined(spec, settings)  # before anything is opened
         source = source_for(spec)
@@ -115,17 +124,61 @@ def run_job(job_id: int, worker_id: str | None = None, settings: Settings | None
                             resume_from=str(resume) if resume else None)
     except BaseException as exc:  # every failure is recorded on the job
         reporter.close()
-        status = _fail(job_id, attempt, exc, reporter)
-        _settle_checkpoints(job_id, job_dir / "output", settings.data_dir, status)
+        retry = _retry_after_oom(job_id, attempt, exc, settings, reporter)
+        if retry is None:
+            status = _fail(job_id, attempt, exc, reporter)
+            _settle_checkpoints(job_id, job_dir / "output", settings.data_dir, status)
+            gpu.release()
+            if not isinstance(exc, Exception):
+                raise
+            return status, None
+    if retry is not None:
+        # Outside the except block: the traceback (and the model it holds) is gone by now.
+        _settle_checkpoints(job_id, job_dir / "output", settings.data_dir, JobStatus.running)
         gpu.release()
-        if not isinstance(exc, Exception):
-            raise
-        return status
+        return JobStatus.running, retry
     reporter.close()
     status = _finish(job_id, attempt, outcome, reporter)
     _settle_checkpoints(job_id, job_dir / "output", settings.data_dir, status)
     gpu.release()
-    return status
+    return status, None
+
+
+def smaller_batch(training: dict) -> tuple[int, int, int, int] | None:
+    """(batch, accumulation, halved batch, doubled accumulation); None at batch size 1."""
+    batch = int(training.get("per_device_train_batch_size", 8))
+    accumulation = int(training.get("gradient_accumulation_steps", 1))
+    if batch <= 1:
+        return None
+    return batch, accumulation, batch // 2, accumulation * 2
+
+
+def _retry_after_oom(job_id: int, attempt: int, exc: BaseException, settings: Settings,
+                     reporter: DbReporter) -> int | None:
+    """After a CUDA out-of-memory: the next attempt's number, with half the batch and twice the
+    accumulation stored in the job's spec; None when this failure is not one to retry."""
+    kind, message, _, _ = describe_failure(exc)
+    if not (isinstance(exc, Exception) and is_out_of_memory(kind, message)
+            and settings.oom_retry) or reporter.lease_lost:
+        return None
+    with session_scope() as session:
+        spec = dict(store.job_spec(session, job_id))
+        training = dict(spec.get("training") or {})
+        change = smaller_batch(training) if spec.get("on_oom", "retry") == "retry" else None
+        if change is None:
+            return None
+        batch, accumulation, new_batch, new_accumulation = change
+        training.update(per_device_train_batch_size=new_batch,
+                        gradient_accumulation_steps=new_accumulation)
+        note = (f"batch {batch} -> {new_batch}, accumulation {accumulation} -> "
+                f"{new_accumulation} after CUDA OOM")
+        retry = lifecycle.retry_after_oom(session, job_id, attempt, utcnow(),
+                                          {**spec, "training": training},
+                                          f"{kind}: {message}", note)
+    if retry is not None:
+        log.warning("job %s: attempt %s ran out of GPU memory; attempt %s: %s", job_id,
+                    attempt, retry, note)
+    return retry
 
 
 def _begin_attempt(job_id: int, attempt: int, resume: Path | None, data_dir: Path) -> dict:

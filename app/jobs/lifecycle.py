@@ -7,7 +7,8 @@ never both win it: the loser's UPDATE matches no row and its function answers Fa
 Attempt events are fenced by the attempt number as well: once the sweep has handed the job
 on, the old attempt's writes match nothing.
 
-The web app (cancel, queue), the worker (claim, report, finish, fail, cancel_ack) and the
+The web app (cancel, queue), the worker (claim, report, finish, fail, cancel_ack,
+retry_after_oom) and the
 sweep (requeue, lose, cancel_ack, resend) call these; nothing else writes a job's status
 (tests/app/jobs/test_lifecycle.py checks both the table and that no other module writes one).
 No commits here: the caller's unit of work commits.
@@ -48,11 +49,13 @@ TRANSITIONS: dict[tuple[JobStatus, str], JobStatus] = {
     (R, "finish"): S,       # the attempt trained to the end
     (R, "cancel_ack"): C,   # the attempt stopped for a cancel (or was lost with one pending)
     (R, "fail"): F,         # the attempt raised
+    (R, "retry_after_oom"): R,  # CUDA OOM: attempt n+1 with half the batch (worker/runner.py)
     (R, "requeue"): Q,      # the sweep: the attempt's worker is gone, restarts are left
     (R, "lose"): F,         # the sweep: the worker is gone and no restarts are left
 }
 EVENTS = tuple(dict.fromkeys(event for _, event in TRANSITIONS))
 LOST = "lost"  # a lost attempt's outcome
+OOM = "oom"  # an attempt that ran out of GPU memory and handed on to a smaller batch
 
 _JOBS = cast(Table, Job.__table__)
 
@@ -185,8 +188,16 @@ def _end(event: str, session: Session, job_id: int, attempt: int, now: datetime,
     session.execute(update(JobAttempt)
                     .where(JobAttempt.job_id == job_id, JobAttempt.number == attempt,
                            JobAttempt.ended_at.is_(None))
-                    .values(ended_at=now, outcome=outcome, message=message))
+                    .values(ended_at=now, outcome=outcome, message=_after_note(message)))
     return True
+
+
+def _after_note(message: str | None) -> ColumnElement[Any]:
+    """The attempt's end message after the note it started with (an OOM retry's change)."""
+    if message is None:
+        return JobAttempt.message  # type: ignore[return-value]
+    return case((JobAttempt.message.is_(None), literal(message)),
+                else_=JobAttempt.message + literal(f"; then {message}"))
 
 
 def finish(session: Session, job_id: int, attempt: int, now: datetime, global_step: int,
@@ -219,6 +230,27 @@ def fail(session: Session, job_id: int, attempt: int, now: datetime, error_type:
               "error_traceback": traceback, "error_hint": hint}
     return _end("fail", session, job_id, attempt, now, values, outcome=F,
                 message=f"{error_type}: {message}"[:2000])
+
+
+def retry_after_oom(session: Session, job_id: int, attempt: int, now: datetime,
+                    spec: dict[str, Any], error: str, note: str) -> int | None:
+    """Running -> running under attempt n+1 with `spec` (the halved batch), if attempt `attempt`
+    still holds the job and no cancel is pending; attempt n ends as "oom" with `error`, attempt
+    n+1 starts with `note`. The new attempt's number, or None."""
+    stmt = (_transition("retry_after_oom", *_held(job_id, attempt),
+                        Job.cancel_requested.is_(False))
+            .values(attempts=Job.attempts + 1, spec=spec, heartbeat_at=now, eta_seconds=None)
+            .returning(Job.attempts, Job.worker_id))
+    row = session.execute(stmt).first()
+    if row is None:
+        return None
+    session.execute(update(JobAttempt)
+                    .where(JobAttempt.job_id == job_id, JobAttempt.number == attempt)
+                    .values(ended_at=now, outcome=OOM, message=_after_note(error[:2000])))
+    session.execute(insert(JobAttempt).values(job_id=job_id, number=row.attempts,
+                                              worker_id=row.worker_id, started_at=now,
+                                              message=note))
+    return int(row.attempts)
 
 
 # ---------------------------------------------------------------- the sweep (lost workers)

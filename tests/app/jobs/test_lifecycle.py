@@ -42,8 +42,12 @@ APPLY: dict[str, Callable[[Session, int, datetime], Any]] = {
     "fail": lambda s, j, now: lifecycle.fail(s, j, 1, now, "ValueError", "bad", "tb", None),
     "requeue": lambda s, j, now: lifecycle.requeue(s, j, 1, now, now, "lost"),
     "lose": lambda s, j, now: lifecycle.lose(s, j, 1, now, now, "lost", "gone", "hint"),
+    "retry_after_oom": lambda s, j, now: lifecycle.retry_after_oom(
+        s, j, 1, now, {"training": {"per_device_train_batch_size": 4}}, "OutOfMemoryError: x",
+        "batch 8 -> 4, accumulation 1 -> 2 after CUDA OOM") is not None,
 }
-FENCED = ("heartbeat", "report", "finish", "cancel_ack", "fail", "requeue", "lose")
+FENCED = ("heartbeat", "report", "finish", "cancel_ack", "fail", "requeue", "lose",
+          "retry_after_oom")
 
 
 @pytest.fixture(scope="module",
@@ -103,10 +107,14 @@ def test_each_state_by_each_event(sessions, state: JobStatus, event: str):
         return
     assert took is True and after["status"] == target
     ended = attempts[1][0] is not None
-    assert ended == (event in ("finish", "cancel_ack", "fail", "requeue", "lose"))
+    assert ended == (event in ("finish", "cancel_ack", "fail", "requeue", "lose",
+                               "retry_after_oom"))
     assert (after["finished_at"] is not None) == JobStatus(target).finished
-    if event == "claim":
+    if event in ("claim", "retry_after_oom"):
         assert after["attempts"] == 2 and set(attempts) == {1, 2}
+    if event == "retry_after_oom":
+        assert attempts[1][1] == "oom" and after["spec"]["training"] == {
+            "per_device_train_batch_size": 4}
     if event == "cancel":
         assert after["cancel_requested"] is True
 
