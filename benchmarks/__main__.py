@@ -8,6 +8,7 @@ P1 overhead against the plain recipe   P2 dynamic padding      P3 live latency (
 P4 chart downsampling (1M points)      P5 API throughput       P6 submit -> task start
 P7 web cold start and memory           P8 job list, 10k jobs       P9 many watchers on one job
 P10 uploads in bounded work, /healthz during an upload
+P11 the Fast preset against the reference recipe (samples/s, final eval accuracy)
 P12 each task against its plain script
 PostgreSQL (TUNEDECK_BENCH_POSTGRES_URL, default postgres@127.0.0.1:5432) and Redis
 (TUNEDECK_BENCH_REDIS_URL, default 127.0.0.1:6379/15) rows are skipped, with the reason, when
@@ -31,6 +32,7 @@ from benchmarks import (
     api_load,
     charts,
     coldstart,
+    fast_preset,
     joblist,
     live,
     overhead,
@@ -52,12 +54,15 @@ BENCHMARKS: dict[str, tuple[str, Callable[[bool], list[Row]]]] = {
     "P6": ("submit -> task start", submit.run),
     "P2": ("dynamic padding", lambda quick: padding.run(4 if quick else 8)),
     "P9": ("many watchers on one job", watchers.run),
+    "P11": ("Fast preset against the reference recipe",
+            lambda quick: fast_preset.run(runs=1 if quick else 2,
+                                          train_rows=512 if quick else 1024)),
     "P1": ("overhead against the plain recipe",
            lambda quick: overhead.run(runs=2 if quick else 6, train_rows=128 if quick else 256)),
     "P12": ("each task against its plain script",
            lambda quick: tasks.run(runs=2 if quick else 4)),
 }
-ORDER = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9", "P10", "P12")
+ORDER = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9", "P10", "P11", "P12")
 RESULTS = REPO / "benchmarks" / "results.json"
 SETUPS = """## How each is measured
 
@@ -65,7 +70,7 @@ SETUPS = """## How each is measured
   tunedeck job run by `worker.runner.run_job` (claim, StreamingCallback, DbReporter writing to
   SQLite every 0.25 s while it has news, predictions, final model): all-MiniLM-L6-v2 on the
   first 256 MRPC train rows, 1 epoch, batch 16, max_length 128, lr 1e-4, seed 42, the spec's
-  defaults (length-grouped batches) in both arms, evaluated on the first 128 validation rows;
+  defaults (transformers' random batches) in both arms, evaluated on the first 128 validation rows;
   both arms in one process, a plain warm-up run not counted, then 6 runs per arm in ABBA order;
   the value is the median of the tunedeck / plain ratios of the 6 adjacent pairs (the
   machine's speed drifts within a minute, and single runs of the same code differ by up to 4%).
@@ -77,10 +82,10 @@ SETUPS = """## How each is measured
   forward + backward time per batch, the three ways interleaved. Dynamic padding pads each
   batch to its longest row; on MRPC a random batch of 16 is padded to 1.4x its mean length
   (0.59 of the padded tokens; 0.56 at batch 8, 0.62 at batch 32), so random batches cannot
-  meet 0.5. tunedeck's spec therefore defaults to length-grouped batches
-  (`train_sampling_strategy: group_by_length`, the form's *Batches* field; transformers'
+  meet 0.5. The target row measures the Fast preset's length-grouped batches
+  (`train_sampling_strategy: group_by_length`, also the form's *Batches* field; transformers'
   LengthGroupedSampler shuffles megabatches of 50 batches), which come within 2% of the real
-  tokens; `random` restores transformers' default.
+  tokens; the spec's default stays transformers' `random`, the reference recipe.
 - **P3** `tunedeck serve --no-worker` in a child; this process writes points one by one
   through `store.upsert_metric_points` and reads `/api/v1/jobs/{id}/events`; the job's
   one feed (app/jobs/streams.py) polls the database every 0.2 s for all its streams.
@@ -111,6 +116,15 @@ SETUPS = """## How each is measured
 - **P10** `tunedeck serve --no-worker` on SQLite; a CSV header of 100,000 names (0.9 MB) and a
   Parquet file declaring 100M rows (under 1 MB), generated in the benchmark: each POST's wall
   time and the server's CPU seconds; then `/healthz` every 20 ms during a 33 MB CSV upload.
+- **P11** (`benchmarks/fast_preset.py`) The same job twice per run, by `run_job`: the reference
+  recipe (the spec's defaults: random batches, fp32) and `preset: fast` (expanded at submit:
+  length-grouped batches, bf16/fp16 and TF32 where the GPU has them, pad_to_multiple_of 8 on
+  GPU, 2 dataloader workers, pinned memory); all-MiniLM-L6-v2 on the first 1,024 MRPC train
+  rows, 1 epoch, batch 16, max_length 128, lr 1e-4, seed 42, evaluated on all 408 validation
+  rows; 2 runs per arm in ABBA order in one child process, torch on cores - 1 threads; the
+  median of the fast / reference ratios of adjacent pairs, and each arm's final eval accuracy.
+  On a CPU only the batches and the dataloader workers differ; the GPU goal (>= 1.5x, accuracy
+  within 0.5 points) is checked only where the run had CUDA.
 - **P12** One pair of rows per new task: `benchmarks/plain_tasks.py` (the task as a plain
   transformers / TRL script: the same model, data, seed, TrainingArguments and collator, label
   ids in tunedeck's order) against a tunedeck job run by `worker.runner.run_job`, measured as

@@ -217,3 +217,39 @@ def test_release_hands_cached_memory_back_to_the_driver():
     # All of it goes back to the driver; at most a library workspace may stay (a few MiB).
     assert torch.cuda.memory_reserved() <= min(held // 4, 32 * 2**20)
     assert torch.cuda.max_memory_allocated() == torch.cuda.memory_allocated()
+
+
+# ---------------------------------------------------------------- the Fast preset's "auto" values
+
+FAST = {"bf16": "auto", "tf32": "auto", "dataloader_num_workers": 2}
+
+
+@cpu_only
+def test_auto_is_fp32_without_tf32_on_cpu():
+    options = dict(FAST)
+    notes = gpu.resolve_auto(options)
+    assert options == {"bf16": False, "fp16": False, "tf32": None, "dataloader_num_workers": 2}
+    assert notes[0] == "Precision auto: fp32 on this worker (cpu)."
+    assert gpu.padding_multiple({"collator": {"pad_to_multiple_of": 8}}) is None
+
+
+@pytest.mark.parametrize(("name", "capability", "chosen"),
+                         [("Tesla T4", (7, 5), {"bf16": False, "fp16": True, "tf32": None}),
+                          ("A100", (8, 0), {"bf16": True, "fp16": False, "tf32": True}),
+                          ("H100", (9, 0), {"bf16": True, "fp16": False, "tf32": True})])
+def test_auto_follows_the_gpu(monkeypatch, name, capability, chosen):
+    FakeCuda(name, capability).install(monkeypatch)
+    options = dict(FAST)
+    gpu.resolve_auto(options)
+    assert {k: options[k] for k in chosen} == chosen
+    gpu.resolve_precision(bool(options["fp16"]), bool(options["bf16"]))  # runnable there
+    assert gpu.padding_multiple({"collator": {"pad_to_multiple_of": 8}}) == 8
+
+
+def test_a_daemonic_process_trains_without_dataloader_workers(monkeypatch):
+    import multiprocessing
+
+    monkeypatch.setattr(multiprocessing.current_process(), "daemon", True, raising=False)
+    options = {"dataloader_num_workers": 2}
+    notes = gpu.resolve_auto(options)
+    assert options["dataloader_num_workers"] == 0 and "daemonic" in notes[0]
