@@ -269,3 +269,16 @@ def test_a_job_on_an_uploaded_file_goes_through(client, session):
     assert response.status_code == 303
     job = session.get(Job, int(response.headers["location"].rsplit("/", 1)[1]))
     assert job.spec["dataset"]["source"] == "upload" and job.spec["dataset"]["path"] == dataset_id
+
+
+def test_the_fast_switch_stores_the_expanded_preset_and_the_page_names_it(client, session):
+    response = client.post("/jobs", data=form_data(client, fast="on"), follow_redirects=False)
+    job = session.get(Job, int(response.headers["location"].rsplit("/", 1)[1]))
+    assert job.spec["preset"] == "fast" and job.spec["collator"] == {"pad_to_multiple_of": 8}
+    assert job.spec["training"]["train_sampling_strategy"] == "group_by_length"
+    assert job.spec["training"]["bf16"] == "auto" and job.spec["training"]["tf32"] == "auto"
+    page = client.get(f"/jobs/{job.id}").text
+    assert '<span class="badge" id="preset">Fast preset</span>' in page
+    assert "dataloader_num_workers: 2" in page  # the stored spec, every key the preset set
+    plain = client.post("/jobs", data=form_data(client), follow_redirects=False)
+    assert "Fast preset</span>" not in client.get(plain.headers["location"]).text
