@@ -129,7 +129,7 @@ def pretrained(auto_class: Any, spec: dict, head: str,
 
 def predict_in_order(trainer: Trainer, features: Dataset) -> PredictionOutput:
     """trainer.predict(features) (metrics prefixed `test_`) with the predictions in the rows'
-    order. With train_sampling_strategy group_by_length (tunedeck's default) transformers also
+    order. With train_sampling_strategy group_by_length (the Fast preset's) transformers also
     length-groups the eval/predict batches, so trainer.predict would hand the predictions back
     shuffled against the rows; the prediction rows pair each input with its own output."""
     args = trainer.args
