@@ -57,6 +57,13 @@ def database(request, settings_env, monkeypatch: pytest.MonkeyPatch) -> Iterator
         drop_postgres_database(url)
 
 
+def running_job() -> int:
+    """A running job whose worker holds a live lease, so the start-up lease sweep that
+    `serve` runs beside the web server leaves it running while the test watches it."""
+    return make_job(JobStatus.running, worker_id="test-worker", attempts=1,
+                    heartbeat_at=utcnow(), started_at=utcnow())
+
+
 def serve(env: dict, tmp_path: Path, **settings: str) -> LiveServer:
     extra = {f"TUNEDECK_{k.upper()}": v for k, v in settings.items()}
     return LiveServer({**env, **extra}, tmp_path / "serve.log", with_worker=False)
@@ -125,7 +132,7 @@ def p95(samples: list[float]) -> float:
 def test_200_streams_on_one_job_share_one_poller(database, tmp_path):
     """Before the fix: each stream polled with a session of its own, and 200 exhausted the
     pool ("QueuePool limit ... reached") while /healthz waited behind them."""
-    job_id = make_job(JobStatus.running)
+    job_id = running_job()
     early = write_points(job_id, range(1, 11))
     server = serve(database, tmp_path, max_streams="250")
     streams_url = f"{server.url}/api/v1/jobs/{job_id}/events"
@@ -178,7 +185,7 @@ def open_status(client: httpx.Client, url: str) -> tuple[int, dict]:
 
 
 def test_beyond_the_stream_cap_is_503_with_retry_after(settings_env, tmp_path):
-    job_id = make_job(JobStatus.running)
+    job_id = running_job()
     server = serve(settings_env, tmp_path, max_streams="3")
     url = f"{server.url}/api/v1/jobs/{job_id}/events"
     held = []
@@ -187,8 +194,11 @@ def test_beyond_the_stream_cap_is_503_with_retry_after(settings_env, tmp_path):
             held = [client.stream("GET", url) for _ in range(3)]
             responses = [h.__enter__() for h in held]
             assert [r.status_code for r in responses] == [200] * 3
-            for response in responses:
-                next(response.iter_lines())  # the stream is open (its retry: line came)
+            # Keep each line iterator: a dropped one is closed at once, and closing it closes
+            # the response's connection, which gives the server's slot back.
+            lines = [response.iter_lines() for response in responses]
+            for line in lines:
+                next(line)  # the stream is open (its retry: line came)
             refused = client.get(url)
             assert refused.status_code == 503, refused.text
             assert int(refused.headers["retry-after"]) > 0
@@ -208,7 +218,7 @@ def test_beyond_the_stream_cap_is_503_with_retry_after(settings_env, tmp_path):
 def test_a_client_resuming_mid_run_gets_exactly_the_later_points(database, tmp_path):
     """One watcher follows from the start; another joins mid-run from a cursor: its replay and
     the live fan-out meet without a gap or a duplicate."""
-    job_id = make_job(JobStatus.running)
+    job_id = running_job()
     first = write_points(job_id, range(1, 21))
     server = serve(database, tmp_path)
     url = f"{server.url}/api/v1/jobs/{job_id}/events"
@@ -261,7 +271,7 @@ def test_a_subscriber_that_falls_behind_is_ended_and_resumes(settings_env, monke
     """A stream that reads nothing while points pile up is let go (not grown without bound);
     the feed's other subscriber is not held back, and a resume gets the rest."""
     monkeypatch.setattr(streams, "MAX_BACKLOG", 20)
-    job_id = make_job(JobStatus.running)
+    job_id = running_job()
 
     async def collect(events) -> str:
         return "".join([chunk async for chunk in events])
@@ -301,7 +311,7 @@ def test_a_subscriber_cut_off_during_its_replay_leaves_no_gap(settings_env, monk
     it got is still a gapless prefix (no live points after a cut-short replay)."""
     monkeypatch.setattr(streams, "BATCH", 3)
     monkeypatch.setattr(streams, "MAX_BACKLOG", 4)
-    job_id = make_job(JobStatus.running)
+    job_id = running_job()
     history = write_points(job_id, range(1, 31))
 
     async def main() -> tuple[str, list[int]]:
