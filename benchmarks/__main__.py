@@ -1,7 +1,7 @@
 """Run tunedeck's benchmarks: a markdown table on stdout, the numbers in benchmarks/results.json.
 
-    .venv/bin/python -m benchmarks                 # all: about 8 minutes on 2 cores
-    .venv/bin/python -m benchmarks --quick         # shorter runs, same measures: about 5
+    .venv/bin/python -m benchmarks                 # all (P1-P8 alone took about 8 minutes)
+    .venv/bin/python -m benchmarks --quick         # shorter runs, same measures
     .venv/bin/python -m benchmarks --only P1,P4    # a selection
 
 P1 overhead against the plain recipe   P2 dynamic padding      P3 live latency (SSE)
