@@ -67,7 +67,10 @@ def test_a_failed_job_shows_the_failure_through_the_api(client, monkeypatch):
 
     monkeypatch.setattr(runner, "train", out_of_memory)
     with session_scope() as session:
-        job_id = service.create_job(session, JobSpec.model_validate(SPEC)).id
+        # on_oom: fail, so the first attempt is the one that fails (the retry has its own tests
+        # in tests/worker/test_oom_retry.py)
+        spec = JobSpec.model_validate({**SPEC, "on_oom": "fail"})
+        job_id = service.create_job(session, spec).id
         session.info.pop("tunedeck_pending_jobs", None)
     assert run_job(job_id) == "failed"
     job = client.get(f"/api/v1/jobs/{job_id}").json()
