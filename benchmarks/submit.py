@@ -54,8 +54,11 @@ def submit_and_wait(client: httpx.Client, timeout: float = 120) -> float:
 
 
 def pool(serve_pid: int) -> list[psutil.Process]:
-    """The worker's pool processes: children of the worker that `tunedeck serve` started."""
-    return [p for worker in psutil.Process(serve_pid).children() for p in worker.children()]
+    """The worker's pool processes: children of the worker that `tunedeck serve` started,
+    forked, so with the worker's own command line (the lease sweep's spawned process and
+    multiprocessing's helpers have others)."""
+    return [p for worker in psutil.Process(serve_pid).children() for p in worker.children()
+            if p.cmdline() == worker.cmdline()]
 
 
 def wait_idle(serve_pid: int, used: set[int], timeout: float = 10) -> set[int]:
