@@ -17,10 +17,11 @@ from typing import Any
 import numpy as np
 import torch
 from datasets import Dataset
-from transformers import PreTrainedModel, Trainer, TrainingArguments
+from transformers import DataCollatorWithPadding, PreTrainedModel, Trainer, TrainingArguments
 from transformers.trainer_utils import PredictionOutput
 
-from worker.data import DataError, Source, check_columns, load_split
+from worker.data import DataError, Source, check_columns, load_split, tokenize
+from worker.gpu import padding_multiple
 
 
 @dataclass
@@ -180,3 +181,16 @@ def load_splits(source: Source, ds: dict, columns: list[str],
         test = load_split(source, ds["test_split"])
         check_columns(test, ds["test_split"], test_columns)
     return RawSplits(train, evaluation, test, ds.get("test_split") or ds.get("eval_split"))
+
+
+class TextInputRecipe(Recipe):
+    """The sequence-classification tasks: one or two text columns, padded per batch."""
+
+    def features(self, spec: dict, data: TaskData, split: Dataset) -> Dataset:
+        """Tokenized model inputs (and `labels`) of one split."""
+        return tokenize(split, data.tokenizer, spec["dataset"]["text_fields"],
+                        spec.get("max_length", 128))
+
+    def collator(self, spec: dict, data: TaskData) -> Callable | None:
+        return DataCollatorWithPadding(data.tokenizer,
+                                       pad_to_multiple_of=padding_multiple(spec))

@@ -15,17 +15,15 @@ from datasets import Dataset, Sequence, Value
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
-    DataCollatorWithPadding,
     PreTrainedModel,
     Trainer,
 )
 
 from worker import data as D
-from worker.gpu import padding_multiple
 from worker.metrics import MULTI_LABEL, PER_LABEL_CAP, multi_label_metrics, sigmoid
 from worker.recipes.base import (
-    Recipe,
     TaskData,
+    TextInputRecipe,
     load_splits,
     logits_of,
     predict_in_order,
@@ -90,7 +88,7 @@ def per_label_indices(train_sets: list[list[str]], names: list[str]) -> list[int
     return sorted(order[:PER_LABEL_CAP])
 
 
-class MultiLabelClassification(Recipe):
+class MultiLabelClassification(TextInputRecipe):
     """Several labels per example; a label is predicted when its sigmoid >= threshold."""
 
     task = "multi-label-classification"
@@ -121,10 +119,6 @@ class MultiLabelClassification(Recipe):
         data.eval = self.features(spec, data, evaluation) if evaluation is not None else None
         return data
 
-    def features(self, spec: dict, data: TaskData, split: Dataset) -> Dataset:
-        return D.tokenize(split, data.tokenizer, spec["dataset"]["text_fields"],
-                          spec.get("max_length", 128))
-
     def model(self, spec: dict, data: TaskData) -> tuple[PreTrainedModel, list[str]]:
         names = data.label_names or []
         return pretrained(AutoModelForSequenceClassification, spec,
@@ -132,10 +126,6 @@ class MultiLabelClassification(Recipe):
                           problem_type="multi_label_classification",
                           id2label=dict(enumerate(names)),
                           label2id={n: i for i, n in enumerate(names)})
-
-    def collator(self, spec: dict, data: TaskData) -> Callable | None:
-        return DataCollatorWithPadding(data.tokenizer,
-                                       pad_to_multiple_of=padding_multiple(spec))
 
     def compute_metrics(self, spec: dict, data: TaskData,
                         use_evaluate: bool) -> Callable | None:

@@ -8,21 +8,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from datasets import Dataset
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
-    DataCollatorWithPadding,
     PreTrainedModel,
     Trainer,
 )
 
 from worker import data as D
-from worker.gpu import padding_multiple
 from worker.metrics import GLUE_EXTRA, MetricSuite, softmax
 from worker.recipes.base import (
-    Recipe,
     TaskData,
+    TextInputRecipe,
     logits_of,
     predict_in_order,
     prefixed,
@@ -45,7 +42,7 @@ def build_model(spec: dict, labels: D.Labels) -> tuple[PreTrainedModel, list[str
                       label2id=labels.label2id)
 
 
-class TextClassification(Recipe):
+class TextClassification(TextInputRecipe):
     """Single-label sequence classification (the classic MRPC recipe)."""
 
     task = "text-classification"
@@ -82,17 +79,8 @@ class TextClassification(Recipe):
         data.eval = self.features(spec, data, evaluation) if evaluation is not None else None
         return data
 
-    def features(self, spec: dict, data: TaskData, split: Dataset) -> Dataset:
-        """Tokenized model inputs (and `labels`) of one split."""
-        return D.tokenize(split, data.tokenizer, spec["dataset"]["text_fields"],
-                          spec.get("max_length", 128))
-
     def model(self, spec: dict, data: TaskData) -> tuple[PreTrainedModel, list[str]]:
         return build_model(spec, data.extra["labels"])
-
-    def collator(self, spec: dict, data: TaskData) -> Callable | None:
-        return DataCollatorWithPadding(data.tokenizer,
-                                       pad_to_multiple_of=padding_multiple(spec))
 
     def compute_metrics(self, spec: dict, data: TaskData,
                         use_evaluate: bool) -> Callable | None:

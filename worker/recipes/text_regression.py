@@ -15,17 +15,15 @@ from datasets import Dataset, Value
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
-    DataCollatorWithPadding,
     PreTrainedModel,
     Trainer,
 )
 
 from worker import data as D
-from worker.gpu import padding_multiple
 from worker.metrics import REGRESSION, regression_metrics
 from worker.recipes.base import (
-    Recipe,
     TaskData,
+    TextInputRecipe,
     load_splits,
     logits_of,
     predict_in_order,
@@ -62,7 +60,7 @@ def unlabeled(dataset: Dataset, label_field: str) -> bool:
         v is None for v in dataset[label_field])
 
 
-class TextRegression(Recipe):
+class TextRegression(TextInputRecipe):
     """A score per example; MSE on the single output."""
 
     task = "text-regression"
@@ -88,17 +86,9 @@ class TextRegression(Recipe):
         data.eval = self.features(spec, data, evaluation) if evaluation is not None else None
         return data
 
-    def features(self, spec: dict, data: TaskData, split: Dataset) -> Dataset:
-        return D.tokenize(split, data.tokenizer, spec["dataset"]["text_fields"],
-                          spec.get("max_length", 128))
-
     def model(self, spec: dict, data: TaskData) -> tuple[PreTrainedModel, list[str]]:
         return pretrained(AutoModelForSequenceClassification, spec, "this job's head has one output",
                           num_labels=1, problem_type="regression")
-
-    def collator(self, spec: dict, data: TaskData) -> Callable | None:
-        return DataCollatorWithPadding(data.tokenizer,
-                                       pad_to_multiple_of=padding_multiple(spec))
 
     def compute_metrics(self, spec: dict, data: TaskData,
                         use_evaluate: bool) -> Callable | None:
