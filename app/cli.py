@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser("worker", help="run a Celery worker against TUNEDECK_BROKER_URL")
     worker.add_argument("--hostname", default=None, help="Celery node name, e.g. gpu0@%%h")
+    worker.add_argument("--inference", action="store_true",
+                        help="serve short requests (try it, pre-flight, push) instead of training")
     worker.add_argument("--no-migrate", action="store_true", help=argparse.SUPPRESS)
     worker.add_argument("--exit-with-parent", type=int, metavar="PID", help=argparse.SUPPRESS)
     worker.add_argument("--log-level", default="info")

@@ -40,7 +40,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     _name_hosts_notice(host)
     # An embedded worker sweeps itself when it starts; without one, a child process does.
-    worker = _start_sweep() if args.no_worker else _start_embedded_worker()
+    # The inference worker answers try-it, pre-flight and push requests while a job trains.
+    workers = [_start_sweep()] if args.no_worker else [_start_embedded_worker(),
+                                                       _start_embedded_worker("--inference")]
     # uvicorn re-raises SIGTERM after its graceful shutdown; make that an exception so the
     # `finally` below still stops the embedded worker.
     signal.signal(signal.SIGTERM, _exit_on_signal)
@@ -49,7 +51,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     log_level=args.log_level, workers=args.workers or settings.web_workers,
                     timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS)
     finally:
-        _stop_child(worker)
+        for worker in workers:
+            _stop_child(worker)
     return 0
 
 
@@ -72,8 +75,8 @@ def _exit_on_signal(signum: int, _frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
 
-def _start_embedded_worker() -> subprocess.Popen:
-    return subprocess.Popen(worker_command("--exit-with-parent", str(os.getpid())),
+def _start_embedded_worker(*args: str) -> subprocess.Popen:
+    return subprocess.Popen(worker_command("--exit-with-parent", str(os.getpid()), *args),
                             start_new_session=True)
 
 
@@ -104,6 +107,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         argv += ["--hostname", args.hostname]
     if args.exit_with_parent:
         argv += ["--exit-with-parent", str(args.exit_with_parent)]
+    if args.inference:
+        argv.append("--inference")
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, argv)

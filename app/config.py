@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     # A CUDA out-of-memory halves the batch and retries (a spec's on_oom: fail opts out);
     # false turns that off for every job on this server (worker/runner.py).
     oom_retry: bool = True
+    # How long the web waits for the inference worker (try it, pre-flight) before a 503.
+    inference_timeout_seconds: float = Field(default=30.0, gt=0)
+    # Requests the inference worker serves at once (threads sharing its loaded models).
+    inference_threads: int = Field(default=4, ge=1, le=64)
     flush_seconds: float = 0.25
     sse_poll_seconds: float = 0.2
     # Open /events streams per web process; beyond it a 503 with Retry-After.

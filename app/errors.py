@@ -20,3 +20,11 @@ class Invalid(Exception):
 
 class TooLarge(Exception):
     """Maps to 413."""
+
+
+class Unavailable(Exception):
+    """Maps to 503: a part of the system that should answer does not (say which, and why)."""
+
+
+class WorkerFailed(Exception):
+    """Maps to 500: a worker raised on a well-formed request (the message says what)."""

@@ -14,7 +14,7 @@ from app.auth.throttle import FailureLimiter
 from app.auth.views import router as auth_views
 from app.config import get_settings
 from app.datasets.api import router as datasets_api
-from app.errors import Conflict, Invalid, NotFound, TooLarge
+from app.errors import Conflict, Invalid, NotFound, TooLarge, Unavailable, WorkerFailed
 from app.jobs.api import router as jobs_api
 from app.jobs.api import spec_errors
 from app.jobs.events import lifespan as event_streams
@@ -49,7 +49,8 @@ def create_app() -> FastAPI:
 
 def add_error_handlers(app: FastAPI) -> None:
     """The domain errors as HTTP answers, for every route: routes just let them propagate."""
-    for error, status in ((NotFound, 404), (Conflict, 409), (TooLarge, 413)):
+    for error, status in ((NotFound, 404), (Conflict, 409), (TooLarge, 413),
+                          (Unavailable, 503), (WorkerFailed, 500)):
         app.add_exception_handler(error, _plain(status))
     app.add_exception_handler(Invalid, _invalid)
 

@@ -2,6 +2,7 @@
 from app.auth.models import ApiToken, WebSession
 from app.datasets.models import Dataset
 from app.db import Base
+from app.inference.models import WorkerRequest
 from app.jobs.models import (
     Checkpoint,
     Job,
@@ -14,5 +15,5 @@ from app.jobs.models import (
 
 __all__ = [
     "ApiToken", "Base", "Checkpoint", "Dataset", "Job", "JobAttempt", "JobStatus",
-    "MetricPoint", "MetricTile", "Prediction", "WebSession",
+    "MetricPoint", "MetricTile", "Prediction", "WebSession", "WorkerRequest",
 ]

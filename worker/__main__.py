@@ -2,6 +2,7 @@
 
 The web side starts this by command, never by import: app/ does not import worker/.
 `python -m worker --sweep-once` runs the start-up sweep alone (for `serve --no-worker`).
+`python -m worker --inference` runs the inference worker instead (worker/inference.py).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import time
 
 from app.config import get_settings
 from worker.celery_app import celery_app
+from worker.inference import run_inference_worker
 from worker.sweep import sweep_once as run_sweep
 
 
@@ -23,7 +25,10 @@ def main(argv: list[str] | None = None) -> int:
         return sweep_once()
     if args.exit_with_parent:
         exit_with_parent(args.exit_with_parent)
-    run_worker(args.hostname, args.log_level)
+    if args.inference:
+        run_inference_worker(args.hostname, args.log_level)
+    else:
+        run_worker(args.hostname, args.log_level)
     return 0
 
 
@@ -33,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--exit-with-parent", type=int, metavar="PID",
                         help="stop once process PID (the serve that started it) is gone")
+    parser.add_argument("--inference", action="store_true",
+                        help="serve the inference queue (try it, pre-flight, push) instead")
     parser.add_argument("--sweep-once", action="store_true",
                         help="hand on jobs of dead workers, re-send lost ones, and exit")
     return parser

@@ -18,6 +18,10 @@ from app.config import get_settings
 log = logging.getLogger(__name__)
 TRAIN_TASK = "tunedeck.train"
 QUEUE = "tunedeck"
+# Short requests (try a checkpoint, check data, push a model) have a queue and a worker of their
+# own, so they are answered while a training job holds the training worker for hours.
+INFER_TASK = "tunedeck.infer"
+INFERENCE_QUEUE = "tunedeck.inference"
 _PENDING = "tunedeck_pending_jobs"
 
 
@@ -38,6 +42,7 @@ def celery_config(broker_url: str) -> dict[str, Any]:
         # Trainer prints its log dicts to stdout: progress, not warnings.
         "worker_redirect_stdouts_level": "INFO",
         "task_default_queue": QUEUE,
+        "task_routes": {INFER_TASK: {"queue": INFERENCE_QUEUE}},
     }
     if broker_url.startswith(("redis://", "rediss://")):
         # Fetch a message only when the worker process is free, so no job sits reserved
@@ -83,3 +88,10 @@ def send(job_id: int) -> bool:
         log.exception("could not publish job %s; it stays queued and is re-sent later", job_id)
         return False
     return True
+
+
+def send_request(request_id: int) -> None:
+    """Publish one inference request (app/inference/service.py); raises if the broker is down."""
+    get_producer().send_task(INFER_TASK, args=[request_id], retry=True,
+                             retry_policy={"max_retries": 2, "interval_start": 0.2,
+                                           "interval_step": 0.5})

@@ -1,4 +1,5 @@
-"""`tunedeck serve` owns its embedded worker: stopping or killing serve stops the worker too."""
+"""`tunedeck serve` owns its embedded workers (training and inference): stopping or killing
+serve stops them too."""
 from __future__ import annotations
 
 import os
@@ -13,11 +14,18 @@ import psutil
 import pytest
 
 
-def embedded_worker(server) -> psutil.Process:
+def embedded_workers(server) -> tuple[psutil.Process, psutil.Process]:
+    """serve's two worker children: (training, inference)."""
     children = psutil.Process(server.process.pid).children()
     workers = [c for c in children if "worker" in c.cmdline()]
-    assert len(workers) == 1, [c.cmdline() for c in children]
-    return workers[0]
+    training = [c for c in workers if "--inference" not in c.cmdline()]
+    inference = [c for c in workers if "--inference" in c.cmdline()]
+    assert len(training) == 1 and len(inference) == 1, [c.cmdline() for c in children]
+    return training[0], inference[0]
+
+
+def embedded_worker(server) -> psutil.Process:
+    return embedded_workers(server)[0]
 
 
 def wait_gone(process: psutil.Process, timeout: float) -> bool:
@@ -30,10 +38,11 @@ def wait_gone(process: psutil.Process, timeout: float) -> bool:
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_worker_stops_with_serve(live_server, sig):
-    worker = embedded_worker(live_server)
-    time.sleep(3)  # let the worker finish starting
+    workers = embedded_workers(live_server)
+    time.sleep(3)  # let the workers finish starting
     os.kill(live_server.process.pid, sig)
-    assert wait_gone(worker, 45), f"embedded worker outlived serve after {sig.name}"
+    for worker in workers:
+        assert wait_gone(worker, 45), f"{worker.cmdline()} outlived serve after {sig.name}"
 
 
 def test_a_worker_whose_serve_died_while_it_started_stops(settings_env, tmp_path):
@@ -63,9 +72,10 @@ def test_serve_runs_several_web_processes(settings_env, tmp_path):
 
     server = LiveServer({**settings_env, "TUNEDECK_WEB_WORKERS": "2"}, tmp_path / "serve.log")
     try:
-        worker = embedded_worker(server)
+        worker, inference = embedded_workers(server)
+        workers = {worker, inference, *worker.children(True), *inference.children(True)}
         tree = psutil.Process(server.process.pid).children(recursive=True)
-        web = [p for p in tree if p.pid != worker.pid and p not in worker.children(True)
+        web = [p for p in tree if p not in workers
                and "multiprocessing" in " ".join(p.cmdline())]
         web = [p for p in web if "resource_tracker" not in " ".join(p.cmdline())]
         assert len(web) == 2, [p.cmdline() for p in tree]

@@ -14,14 +14,15 @@ from tests.fixtures import REPO, child_env
 class WorkerProcess:
     """`python -m app.cli worker` in its own session, so a kill reaches its pool process too."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, name: str = "w1"):
+    def __init__(self, env: dict[str, str], log_path: Path, name: str = "w1",
+                 *extra_args: str):
         self.log_path = log_path
         self.log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()/kill()
         # One torch thread: the suite shares two cores with other processes.
         extra = {"OMP_NUM_THREADS": "1", **env}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "worker", "--hostname", f"{name}@%h",
-             "--log-level", "info"],
+             "--log-level", "info", *extra_args],
             cwd=REPO, env=child_env(extra), stdout=self.log, stderr=subprocess.STDOUT,
             start_new_session=True)
 
