@@ -1,4 +1,5 @@
 """Domain errors; app/main.py's exception handlers turn them into HTTP responses."""
+from __future__ import annotations
 
 
 class NotFound(Exception):
@@ -16,6 +17,10 @@ class Invalid(Exception):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+
+    def __reduce__(self) -> tuple[type[Invalid], tuple[str, str]]:
+        # Raised in the upload checker's process (app/datasets/checker.py) and re-raised here.
+        return Invalid, (self.field, self.message)
 
 
 class TooLarge(Exception):

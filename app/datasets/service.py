@@ -8,7 +8,7 @@ from typing import BinaryIO, cast
 from sqlalchemy.orm import Session
 
 from app.config import Settings, get_settings
-from app.datasets import reader, repository, storage
+from app.datasets import checker, reader, repository, storage
 from app.datasets.models import Dataset
 from app.datasets.schemas import DatasetFormat, DatasetList, DatasetOut, LabelSummary
 from app.errors import Conflict, Invalid, NotFound
@@ -48,7 +48,7 @@ def _store(directory: Path, dataset_id: str, filename: str, fmt: str, stream: Bi
     size = storage.write_stream(stream, partial, settings.max_upload_mb * 1024 * 1024)
     if size == 0:
         raise Invalid("file", "the file is empty")
-    table = reader.inspect(partial, fmt, limits(settings))
+    table = checker.inspect(partial, fmt, limits(settings))
     final = directory / storage.safe_name(filename, Path(filename).suffix)
     partial.rename(final)
     return Dataset(id=dataset_id, filename=filename[:300], format=fmt,
@@ -79,8 +79,8 @@ def describe(dataset: Dataset, label_column: str | None = None) -> DatasetOut:
     label = None
     path = file_path(dataset)
     if column is not None and path.is_file():
-        label = LabelSummary(**reader.label_summary(path, dataset.format, column,
-                                                    get_settings().max_stats_rows))
+        label = LabelSummary(**checker.label_summary(path, dataset.format, column,
+                                                     get_settings().max_stats_rows))
     return DatasetOut(id=dataset.id, filename=dataset.filename, format=format_of(dataset),
                       size_bytes=dataset.size_bytes, columns=dataset.columns,
                       num_rows=dataset.num_rows, preview=dataset.preview, label=label,

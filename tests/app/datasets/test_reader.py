@@ -96,8 +96,8 @@ def test_a_parquet_file_with_too_many_columns_is_422(settings_env, monkeypatch, 
 
 
 def test_healthz_answers_while_a_large_upload_is_processed(settings_env, tmp_path):
-    """A CSV that takes the server seconds to check (all rows are parsed) runs in the thread
-    pool; /healthz keeps answering on the event loop meanwhile."""
+    """A CSV that takes the server seconds to check (all rows are parsed) is checked in a
+    separate process (app/datasets/checker.py); /healthz keeps answering meanwhile."""
     server = LiveServer(settings_env, tmp_path / "serve.log", with_worker=False)
     data = b"text,label\n" + b"the movie was good,pos\n" * 1_500_000  # ~33 MB
     done = threading.Event()
@@ -124,7 +124,7 @@ def test_healthz_answers_while_a_large_upload_is_processed(settings_env, tmp_pat
         server.stop()
     assert result and result[0].status_code == 201, result
     assert len(latencies) >= 3, "the upload ended too soon to measure"
-    # On a quiet 2-core box the slowest /healthz during this 33 MB upload is 1-2 s (the
-    # upload's parse still holds the interpreter for stretches; issue 17 item 6 stays open
-    # for it): the bound here is that it answers, every time, well inside its timeout.
+    # The latency goal is benchmark P10's row (python -m benchmarks --only P10); the suite
+    # shares two cores with other work, so the bound here is that /healthz answers, every
+    # time, well inside its timeout.
     assert max(latencies) < 3.0, f"slowest /healthz {max(latencies):.2f}s"
