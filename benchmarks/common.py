@@ -79,6 +79,32 @@ def skipped(id_: str, measure: str, reason: str, target: str = "") -> Row:
 
 # ---------------------------------------------------------------- statistics
 
+def run_job_here(spec: dict[str, Any]) -> dict[str, Any]:
+    """Create a job from `spec` and run it in this process (no broker); its final metrics.
+
+    For the arm processes of P1, P11 and P12, which set TUNEDECK_* before they call this:
+    the app and worker modules (torch included) are imported here, not when benchmarks load.
+    """
+    from app.config import get_settings
+    from app.db import session_scope
+    from app.jobs import service
+    from app.jobs.models import Job
+    from app.jobs.schemas import JobSpec
+    from worker.runner import run_job
+
+    with session_scope() as session:
+        job = service.create_job(session, JobSpec.model_validate(spec))
+        session.info.pop("tunedeck_pending_jobs", None)  # run here, not through the broker
+        job_id = job.id
+    status = run_job(job_id, settings=get_settings())
+    with session_scope() as session:
+        done = session.get(Job, job_id)
+        assert done is not None
+        if status != "succeeded":
+            raise RuntimeError(f"job {job_id} {status}: {done.error_message}")
+        return done.final_metrics or {}
+
+
 def median(samples: list[float]) -> float:
     return statistics.median(samples)
 

@@ -26,7 +26,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import Row, child_env, median, minilm_dir, mrpc_dir, run_child
+from benchmarks.common import (
+    Row,
+    child_env,
+    median,
+    minilm_dir,
+    mrpc_dir,
+    run_child,
+    run_job_here,
+)
 
 TARGET = 0.99
 
@@ -61,23 +69,7 @@ def arm_plain(spec: dict[str, Any], work: Path) -> dict[str, float]:
 
 
 def arm_tunedeck(spec: dict[str, Any], work: Path) -> dict[str, float]:
-    from app.config import get_settings
-    from app.db import session_scope
-    from app.jobs import service
-    from app.jobs.models import Job
-    from app.jobs.schemas import JobSpec
-    from worker.runner import run_job
-
-    with session_scope() as session:
-        job = service.create_job(session, JobSpec.model_validate(spec))
-        session.info.pop("tunedeck_pending_jobs", None)  # run here, not through the broker
-        job_id = job.id
-    status = run_job(job_id, settings=get_settings())
-    with session_scope() as session:
-        job = session.get(Job, job_id)
-        if status != "succeeded":
-            raise RuntimeError(f"job {job_id} {status}: {job.error_message}")
-        final = job.final_metrics
+    final = run_job_here(spec)
     return {"samples_per_second": final["train/train_samples_per_second"],
             "eval_accuracy": final["eval/accuracy"], "eval_loss": final["eval/loss"]}
 

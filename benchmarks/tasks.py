@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import Row, Skip, child_env, median, minilm_dir, run_child
+from benchmarks.common import Row, Skip, child_env, median, minilm_dir, run_child, run_job_here
 from benchmarks.overhead import TARGET, default_threads
 
 ENCODER_ROWS = (256, 64)   # train, validation
@@ -118,24 +118,7 @@ def arm_plain(spec: dict[str, Any], work: Path) -> dict[str, float]:
 
 
 def arm_tunedeck(spec: dict[str, Any], work: Path) -> dict[str, float]:
-    from app.config import get_settings
-    from app.db import session_scope
-    from app.jobs import service
-    from app.jobs.models import Job
-    from app.jobs.schemas import JobSpec
-    from worker.runner import run_job
-
-    with session_scope() as session:
-        job = service.create_job(session, JobSpec.model_validate(spec))
-        session.info.pop("tunedeck_pending_jobs", None)  # run here, not through the broker
-        job_id = job.id
-    status = run_job(job_id, settings=get_settings())
-    with session_scope() as session:
-        done = session.get(Job, job_id)
-        assert done is not None
-        if status != "succeeded":
-            raise RuntimeError(f"job {job_id} {status}: {done.error_message}")
-        final = done.final_metrics or {}
+    final = run_job_here(spec)
     return {"samples_per_second": final["train/train_samples_per_second"],
             "eval_loss": final["eval/loss"]}
 
