@@ -15,7 +15,6 @@ with eval accuracy within 0.5 points).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import Row, child_env, median, minilm_dir, mrpc_dir, run_child
-from benchmarks.overhead import arm_tunedeck, default_threads, job_spec
+from benchmarks.overhead import arm_tunedeck, arms_main, default_threads, job_spec
 
 GPU_SPEED_GOAL = 1.5
 ACCURACY_POINTS = 0.5
@@ -101,18 +100,7 @@ def rows(out: dict[str, Any], train_rows: int, threads: int) -> list[Row]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arms", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads for both arms (default: cores - 1)")
-    parser.add_argument("--runs", type=int, default=2, help="runs of each arm")
-    parser.add_argument("--train-rows", type=int, default=1024)
-    args = parser.parse_args(argv)
-    if args.arms:
-        run_arms(args.arms, args.runs, args.threads or default_threads())
-        return
-    for row in run(args.runs, args.train_rows, threads=args.threads):
-        print(row.measure, row.shown(), row.target, row.verdict(), sep=" | ")
+    arms_main(argv, __doc__ or "", run, run_arms, runs=2, train_rows=1024)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -186,12 +187,20 @@ def rows(results: dict[str, list[dict]], train_rows: int, eval_rows: int,
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    arms_main(argv, __doc__ or "", run, run_arms, runs=6, train_rows=256)
+
+
+def arms_main(argv: list[str] | None, doc: str, run: Callable[..., list[Row]],
+              run_arms: Callable[[Path, int, int], None], *, runs: int,
+              train_rows: int) -> None:
+    """The command line of a side-by-side benchmark (P1, P11): print its rows, or (--arms,
+    in the child process) run the arms."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--arms", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads for both arms (default: cores - 1)")
-    parser.add_argument("--runs", type=int, default=6, help="runs of each arm")
-    parser.add_argument("--train-rows", type=int, default=256)
+    parser.add_argument("--runs", type=int, default=runs, help="runs of each arm")
+    parser.add_argument("--train-rows", type=int, default=train_rows)
     args = parser.parse_args(argv)
     if args.arms:
         run_arms(args.arms, args.runs, args.threads or default_threads())

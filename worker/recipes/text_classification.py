@@ -8,12 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from transformers import (
-    AutoModelForSequenceClassification,
-    AutoTokenizer,
-    PreTrainedModel,
-    Trainer,
-)
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, Trainer
 
 from worker import data as D
 from worker.metrics import GLUE_EXTRA, MetricSuite, softmax

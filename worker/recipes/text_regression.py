@@ -12,12 +12,7 @@ from typing import Any
 
 import numpy as np
 from datasets import Dataset, Value
-from transformers import (
-    AutoModelForSequenceClassification,
-    AutoTokenizer,
-    PreTrainedModel,
-    Trainer,
-)
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, Trainer
 
 from worker import data as D
 from worker.metrics import REGRESSION, regression_metrics
