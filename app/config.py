@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     inference_timeout_seconds: float = Field(default=30.0, gt=0)
     # Requests the inference worker serves at once (threads sharing its loaded models).
     inference_threads: int = Field(default=4, ge=1, le=64)
+    # Pushes to the Hugging Face Hub (worker/push.py) authenticate with this write token; the
+    # Hub's address is huggingface_hub's own HF_ENDPOINT. Never echoed, logged or stored.
+    hf_token: SecretStr | None = Field(default=None, description="a Hub write token")
     flush_seconds: float = 0.25
     sse_poll_seconds: float = 0.2
     # Open /events streams per web process; beyond it a 503 with Retry-After.
@@ -78,6 +81,12 @@ class Settings(BaseSettings):
     @property
     def allowed_host_list(self) -> list[str]:
         return [h.strip().lower() for h in self.allowed_hosts.split(",") if h.strip()]
+
+    @property
+    def hub_token(self) -> str | None:
+        """TUNEDECK_HF_TOKEN, None when unset or blank."""
+        token = self.hf_token.get_secret_value().strip() if self.hf_token else ""
+        return token or None
 
     @property
     def token_list(self) -> list[str]:

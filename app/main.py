@@ -15,6 +15,8 @@ from app.auth.views import router as auth_views
 from app.config import get_settings
 from app.datasets.api import router as datasets_api
 from app.errors import Conflict, Invalid, NotFound, TooLarge, Unavailable, WorkerFailed
+from app.hub.api import router as hub_api
+from app.hub.views import router as hub_views
 from app.jobs.api import router as jobs_api
 from app.jobs.api import spec_errors
 from app.jobs.events import lifespan as event_streams
@@ -36,8 +38,10 @@ def create_app() -> FastAPI:
     add_error_handlers(app)
     app.include_router(jobs_api, dependencies=[ApiAuth], responses=UNAUTHORIZED)
     app.include_router(datasets_api, dependencies=[ApiAuth], responses=UNAUTHORIZED)
+    app.include_router(hub_api, dependencies=[ApiAuth], responses=UNAUTHORIZED)
     app.include_router(auth_views)
     app.include_router(jobs_views, dependencies=[Depends(require_page_user), Csrf])
+    app.include_router(hub_views, dependencies=[Depends(require_page_user), Csrf])
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/healthz", tags=["health"])

@@ -2,6 +2,7 @@
 from app.auth.models import ApiToken, WebSession
 from app.datasets.models import Dataset
 from app.db import Base
+from app.hub.models import HubPush
 from app.inference.models import WorkerRequest
 from app.jobs.models import (
     Checkpoint,
@@ -14,6 +15,6 @@ from app.jobs.models import (
 )
 
 __all__ = [
-    "ApiToken", "Base", "Checkpoint", "Dataset", "Job", "JobAttempt", "JobStatus",
+    "ApiToken", "Base", "Checkpoint", "Dataset", "HubPush", "Job", "JobAttempt", "JobStatus",
     "MetricPoint", "MetricTile", "Prediction", "WebSession", "WorkerRequest",
 ]

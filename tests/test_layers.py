@@ -22,6 +22,7 @@ WORKER_MAY_IMPORT = {
     "app.jobs.store",  # the worker's writes, split out of app/jobs/repository.py (item 3)
     "app.jobs.queue",
     "app.inference.models",  # the inference worker answers into its request rows
+    "app.hub.models",  # worker/push.py writes a push's progress and outcome
     # Which local paths a job may read: the web checks at submit, the worker again before it
     # opens anything, by one policy. (It reaches app.auth.service for auth_enabled.)
     "app.paths",

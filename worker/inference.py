@@ -25,6 +25,7 @@ from app import db
 from app.config import get_settings
 from app.inference.models import DONE, FAILED, QUEUED, RUNNING, WorkerRequest
 from app.jobs.queue import INFER_TASK, INFERENCE_QUEUE, celery_config
+from worker import push
 
 log = logging.getLogger(__name__)
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
@@ -45,7 +46,7 @@ def ping(payload: dict[str, Any]) -> dict[str, Any]:
     return {"pong": True, "pid": os.getpid(), "echo": payload.get("echo")}
 
 
-HANDLERS: dict[str, Handler] = {"ping": ping}
+HANDLERS: dict[str, Handler] = {"ping": ping, "push": push.handle}
 
 
 def make_inference_app(broker_url: str | None = None) -> Celery:

@@ -15,6 +15,7 @@ from app.datasets import service as datasets
 from app.datasets.models import Dataset
 from app.deps import JobDep, SessionDep, SettingsDep
 from app.errors import Conflict, Invalid, NotFound, TooLarge
+from app.hub import service as hub
 from app.jobs import forms, repository, service
 from app.jobs.models import Job, JobStatus
 from app.jobs.outputs import PredictionPage, TokenPredictionOut
@@ -156,11 +157,13 @@ def _guess_columns(columns: list[str]) -> dict[str, str]:
 # ---------------------------------------------------------------- job page and its partials
 
 @router.get("/jobs/{job_id}")
-def job_page(request: Request, job: JobDep, session: SessionDep) -> HTMLResponse:
+def job_page(request: Request, job: JobDep, session: SessionDep,
+             settings: SettingsDep) -> HTMLResponse:
     return render(request, "jobs/detail.html", **{**_status(job), **_checkpoints(session, job)},
                   predictions=_predictions(session, job, _largest_errors_first(job), 1),
                   cursor=repository.last_metric_id(session, job.id),
                   attempts=repository.attempts(session, job.id),
+                  **hub.card(session, settings, job.id),
                   spec_yaml=yaml.safe_dump(job.spec, sort_keys=False))
 
 
