@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 from huggingface_hub import ModelCard
 from sqlalchemy import text
+from transformers import AutoModelForCausalLM
 
 from app import db
 from app.config import get_settings
@@ -31,6 +33,7 @@ from app.models import Base
 from tests.e2e.workers import WorkerProcess
 from tests.fixtures import reset_caches, tiny_spec
 from tests.hub_server import FakeHub
+from tests.worker.recipes.test_causal_lm_sft import make_data, sft_spec
 from tests.worker.test_runner import submit
 from worker.push import files_to_send
 from worker.runner import run_job
@@ -42,10 +45,11 @@ TOKEN = "hf_tunedeckTestToken0123456789abcdef"
 MODES = {"inline": (None, {}), "lfs": (4096, {"HF_HUB_DISABLE_XET": "1"})}
 
 
-@pytest.fixture(params=["inline", pytest.param("lfs", marks=pytest.mark.slow)])
-def hub(request, settings_env, monkeypatch, tmp_path) -> Iterator[tuple[FakeHub, WorkerProcess]]:
+@contextmanager
+def hub_and_worker(mode: str, settings_env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+                   tmp_path: Path) -> Iterator[tuple[FakeHub, WorkerProcess]]:
     """The stand-in Hub and an inference worker pointed at it, both holding TOKEN."""
-    lfs_from, extra = MODES[request.param]
+    lfs_from, extra = MODES[mode]
     fake = FakeHub(TOKEN, lfs_from_bytes=lfs_from)
     monkeypatch.setenv("TUNEDECK_HF_TOKEN", TOKEN)
     reset_caches()
@@ -58,6 +62,20 @@ def hub(request, settings_env, monkeypatch, tmp_path) -> Iterator[tuple[FakeHub,
     finally:
         worker.stop()
         fake.stop()
+
+
+@pytest.fixture(params=["inline", pytest.param("lfs", marks=pytest.mark.slow)])
+def hub(request, settings_env, monkeypatch, tmp_path) -> Iterator[tuple[FakeHub, WorkerProcess]]:
+    with hub_and_worker(request.param, settings_env, monkeypatch, tmp_path) as pair:
+        yield pair
+
+
+def push(client: TestClient, job_id: int, name: str, body: dict) -> dict:
+    """Push checkpoint `name` through the API and wait for the outcome."""
+    answer = client.post(f"/api/v1/jobs/{job_id}/checkpoints/{name}/push", json=body)
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["status"] == "queued" and answer.json()["repo_id"] == body["repo_id"]
+    return wait_for(client, job_id, answer.json()["id"])
 
 
 def wait_for(client: TestClient, job_id: int, push_id: int, timeout: float = 90) -> dict:
@@ -91,17 +109,13 @@ def test_a_checkpoint_reaches_the_hub_with_its_card_and_the_token_stays_secret(
     assert run_job(job_id) == "succeeded"
     responses: list[str] = []
 
-    def push(name: str, body: dict) -> dict:
-        answer = client.post(f"/api/v1/jobs/{job_id}/checkpoints/{name}/push", json=body)
-        assert answer.status_code == 202, answer.text
-        responses.append(answer.text)
-        assert answer.json()["status"] == "queued" and answer.json()["repo_id"] == body["repo_id"]
-        done = wait_for(client, job_id, answer.json()["id"])
+    def push_and_keep(name: str, body: dict) -> dict:
+        done = push(client, job_id, name, body)
         responses.append(str(done))
         return done
 
     # `final`, private, into an organisation's namespace
-    done = push("final", {"repo_id": "acme/tiny-sentiment", "private": True})
+    done = push_and_keep("final", {"repo_id": "acme/tiny-sentiment", "private": True})
     assert done["status"] == "succeeded", done
     folders = checkpoint_folders(job_id)
     final = folders["final"]
@@ -120,7 +134,7 @@ def test_a_checkpoint_reaches_the_hub_with_its_card_and_the_token_stays_secret(
     assert fake.state.commits[-1]["header"]["summary"] == f"tunedeck job {job_id}: final"
 
     # a checkpoint-N, public, into the token owner's namespace: no optimizer/scheduler/RNG state
-    done = push("checkpoint-2", {"repo_id": "tiny-step-2", "private": False})
+    done = push_and_keep("checkpoint-2", {"repo_id": "tiny-step-2", "private": False})
     assert done["status"] == "succeeded", done
     received = fake.state.files["tunedeck-user/tiny-step-2"]
     assert fake.state.repos["tunedeck-user/tiny-step-2"]["visibility"] == "public"
@@ -136,7 +150,7 @@ def test_a_checkpoint_reaches_the_hub_with_its_card_and_the_token_stays_secret(
 
     # a token the Hub refuses (revoked): the push fails in words, on the API and the page
     fake.state.token = "hf_anotherTokenTheHubNowWants"
-    done = push("final", {"repo_id": "acme/refused", "private": True})
+    done = push_and_keep("final", {"repo_id": "acme/refused", "private": True})
     assert done["status"] == "failed" and done["stage"] == "creating repo"
     assert done["error"].startswith("the Hub refused the token (HTTP 401)")
     refused = [r for r in fake.state.requests if r.path == "/api/repos/create"][-1]
@@ -161,3 +175,28 @@ def test_files_to_send_leaves_out_resume_state_and_git(tmp_path: Path):
         (tmp_path / name).write_text("x")
     assert [p.relative_to(tmp_path).as_posix() for p in files_to_send(tmp_path)] == [
         "README.md", "model.safetensors", "sub/scheduler.pt"]
+
+
+@pytest.mark.slow
+def test_a_lora_job_pushes_its_adapter_or_the_merged_model(settings_env, monkeypatch, tmp_path,
+                                                           client, tiny_llama):
+    """`final` of a LoRA job is the adapter (peft's files and card), `final-merged` a full
+    model that transformers loads alone. About 20 s: a LoRA job and a worker start."""
+    job_id = submit(sft_spec(tiny_llama, make_data(tmp_path / "data")))
+    assert run_job(job_id) == "succeeded"
+    with hub_and_worker("inline", settings_env, monkeypatch, tmp_path) as (fake, _):
+        for name in ("final", "final-merged"):
+            done = push(client, job_id, name, {"repo_id": f"acme/{name}", "private": True})
+            assert done["status"] == "succeeded", done
+    adapter, merged = fake.state.files["acme/final"], fake.state.files["acme/final-merged"]
+    assert {"adapter_config.json", "adapter_model.safetensors", "README.md"} <= set(adapter)
+    assert "model.safetensors" not in adapter
+    assert {"config.json", "model.safetensors", "README.md"} <= set(merged)
+    assert "adapter_config.json" not in merged
+    assert ModelCard(adapter["README.md"].decode()).data.library_name == "peft"
+    assert ModelCard(merged["README.md"].decode()).data.library_name == "transformers"
+    folder = tmp_path / "received"
+    for path, content in merged.items():
+        (folder / path).parent.mkdir(parents=True, exist_ok=True)
+        (folder / path).write_bytes(content)
+    AutoModelForCausalLM.from_pretrained(folder)  # the pushed files are a whole model
