@@ -197,6 +197,20 @@ class Client:
         archive.unlink()
         return dest / archive.stem
 
+    def push(self, job_id: int, checkpoint: str, repo_id: str, *,
+             private: bool = True) -> dict[str, Any]:
+        """Push a checkpoint to the Hugging Face Hub with the server's TUNEDECK_HF_TOKEN; returns
+        the push (queued). Poll push_status until its status is succeeded or failed."""
+        return self._request("POST", f"/jobs/{int(job_id)}/checkpoints/{quote(checkpoint, safe='')}"
+                             "/push", json={"repo_id": repo_id, "private": private})
+
+    def pushes(self, job_id: int) -> list[dict[str, Any]]:
+        """The job's pushes to the Hub, newest first."""
+        return self._request("GET", f"/jobs/{int(job_id)}/pushes")
+
+    def push_status(self, job_id: int, push_id: int) -> dict[str, Any]:
+        return self._request("GET", f"/jobs/{int(job_id)}/pushes/{int(push_id)}")
+
     def default_checkpoint(self, job_id: int) -> str:
         checkpoints = self.checkpoints(job_id)
         if not checkpoints:

@@ -24,10 +24,12 @@ from tests.fixtures import (
     wait_for_job,
     write_jsonl,
 )
+from tests.hub_server import FakeHub
 
 DOC = REPO / "docs" / "api.md"
 PARAM = re.compile(r"{\w+}")
 TOKEN = "td_docs-token-0123456789"
+HF_TOKEN = "hf_docs-token-0123456789"
 # Examples stay plain `curl ...`; in the test an HTTP error must fail the block.
 CURL_FAILS = ('curl() { case " $* " in *" --fail "*) command curl "$@";; '
               '*) command curl --fail-with-body "$@";; esac; }\n')
@@ -78,14 +80,18 @@ def test_every_api_endpoint_has_a_curl_and_a_python_example():
 def docs_server(tmp_path_factory, tiny_model) -> Iterator[dict]:
     """A server with a finished job and an uploaded dataset; a folder with the example files."""
     root = tmp_path_factory.mktemp("docs")
+    hub = FakeHub(HF_TOKEN)  # the push examples push to this stand-in (tests/hub_server.py)
     # Auth on: the tiny model and the dataset (pytest's temp folders) must be under a root.
     server = LiveServer({"TUNEDECK_DATA_DIR": str(root / "data"), "TUNEDECK_API_TOKENS": TOKEN,
-                         "TUNEDECK_LOCAL_ROOTS": str(tmp_path_factory.getbasetemp())},
+                         "TUNEDECK_LOCAL_ROOTS": str(tmp_path_factory.getbasetemp()),
+                         "TUNEDECK_HF_TOKEN": HF_TOKEN, "HF_ENDPOINT": hub.url,
+                         "HF_HUB_OFFLINE": "0"},
                         root / "serve.log")
     try:
-        yield prepare(server, root, tiny_model)
+        yield {**prepare(server, root, tiny_model), "hub": hub}
     finally:
         server.stop()
+        hub.stop()
 
 
 def prepare(server: LiveServer, root: Path, tiny_model: Path) -> dict:
@@ -130,6 +136,9 @@ def env_for(ctx: dict, example: Example, job_id: int) -> dict[str, str]:
     dataset = upload(ctx)
     env = child_env({"TUNEDECK_URL": ctx["url"], "TUNEDECK_TOKEN": TOKEN,
                      "JOB_ID": str(job), "DATASET_ID": dataset})
+    if "{push_id}" in example.heading:
+        env["PUSH_ID"] = str(ctx["api"].post(f"/jobs/{job_id}/checkpoints/final/push",
+                                             json={"repo_id": "docs-model"}).json()["id"])
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return env
 
@@ -156,3 +165,5 @@ def test_every_example_runs_against_a_live_server(docs_server):
         cancel_unfinished(ctx, keep=job_id)
     assert (ctx["work"] / f"job-{job_id}-final" / "config.json").is_file()  # tar -xf
     assert (ctx["work"] / "models" / f"job-{job_id}-final" / "config.json").is_file()
+    # the push examples' python block waited for its push: the model reached the stand-in Hub
+    assert "README.md" in ctx["hub"].state.files["my-org/sentiment-bert"]
