@@ -23,19 +23,22 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from huggingface_hub import ModelCard
+from huggingface_hub.errors import OfflineModeIsEnabled
 from sqlalchemy import text
 from transformers import AutoModelForCausalLM
 
 from app import db
 from app.config import get_settings
+from app.hub.models import HubPush
 from app.jobs import repository
 from app.models import Base
+from tests.app.factories import make_finished_job
 from tests.e2e.workers import WorkerProcess
 from tests.fixtures import reset_caches, tiny_spec
 from tests.hub_server import FakeHub
 from tests.worker.recipes.test_causal_lm_sft import make_data, sft_spec
 from tests.worker.test_runner import submit
-from worker.push import files_to_send
+from worker.push import PushFailed, Target, describe, files_to_send, handle
 from worker.runner import run_job
 
 TOKEN = "hf_tunedeckTestToken0123456789abcdef"
@@ -200,3 +203,32 @@ def test_a_lora_job_pushes_its_adapter_or_the_merged_model(settings_env, monkeyp
         (folder / path).parent.mkdir(parents=True, exist_ok=True)
         (folder / path).write_bytes(content)
     AutoModelForCausalLM.from_pretrained(folder)  # the pushed files are a whole model
+
+
+def queued_push(job_id: int, checkpoint: str = "final") -> int:
+    with db.session_scope() as session:
+        row = HubPush(job_id=job_id, checkpoint=checkpoint, repo_id="acme/x", private=True)
+        session.add(row)
+        session.flush()
+        return row.id
+
+
+def test_a_worker_without_the_token_fails_the_push_in_words(settings_env):
+    push_id = queued_push(make_finished_job(get_settings().data_dir))
+    with pytest.raises(PushFailed, match="inference worker has no TUNEDECK_HF_TOKEN"):
+        handle({"push_id": push_id})
+    with db.session_scope() as session:
+        row = session.get(HubPush, push_id)
+        assert (row.status, row.stage) == ("failed", "waiting")
+        assert "TUNEDECK_HF_TOKEN" in row.error and row.finished_at is not None
+    assert handle({"push_id": push_id}) == {"push_id": push_id, "skipped": True}  # redelivered
+
+
+@pytest.mark.parametrize(("error", "expected"), [
+    (OfflineModeIsEnabled("offline"), "HF_HUB_OFFLINE is set on the inference worker"),
+    (FileNotFoundError("gone"), "checkpoint 'final' went away during the push"),
+    (RuntimeError(f"odd answer for {TOKEN}"), "RuntimeError: odd answer for [token]"),
+])
+def test_failures_are_described_without_the_token(error, expected, tmp_path):
+    target = Target(1, "final", "acme/x", True, tmp_path)
+    assert describe(error, TOKEN, target).startswith(expected)
