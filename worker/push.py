@@ -119,8 +119,8 @@ def describe(exc: BaseException, token: str | None, target: Target) -> str:
     elif isinstance(exc, PushFailed):
         text = str(exc)
     elif isinstance(exc, FileNotFoundError):
-        text = (f"checkpoint {target.checkpoint!r} went away during the push (save_total_limit "
-                "removes old checkpoints); push a later one")
+        text = (f"checkpoint {target.checkpoint!r} is no longer on disk (save_total_limit "
+                "removes old checkpoints, during a push too); push a later one")
     elif status is not None:
         text = f"the Hub answered HTTP {status}: {exc}"
     else:

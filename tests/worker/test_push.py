@@ -226,7 +226,7 @@ def test_a_worker_without_the_token_fails_the_push_in_words(settings_env):
 
 @pytest.mark.parametrize(("error", "expected"), [
     (OfflineModeIsEnabled("offline"), "HF_HUB_OFFLINE is set on the inference worker"),
-    (FileNotFoundError("gone"), "checkpoint 'final' went away during the push"),
+    (FileNotFoundError("gone"), "checkpoint 'final' is no longer on disk"),
     (RuntimeError(f"odd answer for {TOKEN}"), "RuntimeError: odd answer for [token]"),
 ])
 def test_failures_are_described_without_the_token(error, expected, tmp_path):
