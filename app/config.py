@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -48,6 +49,11 @@ class Settings(BaseSettings):
     # Pushes to the Hugging Face Hub (worker/push.py) authenticate with this write token; the
     # Hub's address is huggingface_hub's own HF_ENDPOINT. Never echoed, logged or stored.
     hf_token: SecretStr | None = Field(default=None, description="a Hub write token")
+    # Checkpoints the inference worker keeps loaded for Try it (least recently used out).
+    inference_cache_size: int = Field(default=2, ge=1, le=32)
+    # Where Try it runs: auto = CUDA when the GPU's free memory holds the model beside a
+    # training job (worker/model_cache.py choose_device), else the CPU.
+    inference_device: Literal["auto", "cpu", "cuda"] = "auto"
     flush_seconds: float = 0.25
     sse_poll_seconds: float = 0.2
     # Open /events streams per web process; beyond it a 503 with Retry-After.

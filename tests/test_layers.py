@@ -26,6 +26,8 @@ WORKER_MAY_IMPORT = {
     # Which local paths a job may read: the web checks at submit, the worker again before it
     # opens anything, by one policy. (It reaches app.auth.service for auth_enabled.)
     "app.paths",
+    # Try it's input rules: the web checks them, the inference worker again, by one policy.
+    "app.tryit.inputs",
 }
 # Imports allowed for now beyond the shared core; the test fails once one is gone, so this
 # list only shrinks. (worker/'s app.jobs.repository imports went with the split into

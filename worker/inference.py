@@ -25,20 +25,13 @@ from app import db
 from app.config import get_settings
 from app.inference.models import DONE, FAILED, QUEUED, RUNNING, WorkerRequest
 from app.jobs.queue import INFER_TASK, INFERENCE_QUEUE, celery_config
-from worker import push
+from worker import push, tryit
+from worker.bad_input import BadInput
 
 log = logging.getLogger(__name__)
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
 SQLITE_POLL_SECONDS = 0.1
-
-
-class BadInput(Exception):
-    """An input the user must fix; `field` names it (dotted, as in the request body)."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
+__all__ = ["HANDLERS", "BadInput", "inference_app", "infer", "run_inference_worker"]
 
 
 def ping(payload: dict[str, Any]) -> dict[str, Any]:
@@ -46,7 +39,7 @@ def ping(payload: dict[str, Any]) -> dict[str, Any]:
     return {"pong": True, "pid": os.getpid(), "echo": payload.get("echo")}
 
 
-HANDLERS: dict[str, Handler] = {"ping": ping, "push": push.handle}
+HANDLERS: dict[str, Handler] = {"ping": ping, "predict": tryit.handle, "push": push.handle}
 
 
 def make_inference_app(broker_url: str | None = None) -> Celery:

@@ -74,6 +74,12 @@ class Recipe:
         `test/<name>` metrics of the predict split."""
         raise NotImplementedError
 
+    def rows(self, spec: dict, data: TaskData, raw: Dataset,
+             logits: Any) -> list[dict[str, Any]]:
+        """The prediction rows of raw examples from the model's outputs: what predict()
+        stores and what Try it (worker/tryit.py) answers, built by the same code."""
+        raise NotImplementedError
+
     def save_final(self, trainer: Trainer, final_dir: Path) -> list[Path]:
         """Save the trained model; returns the directories to record as checkpoints
         (`final`, and for a LoRA job also `final-merged`)."""

@@ -99,12 +99,7 @@ class CausalLmSft(Recipe):
         generated = generate(trainer.model, tokenizer, prompts, max_new_tokens(spec),
                              trainer.args.per_device_eval_batch_size,
                              add_special_tokens=not data.extra["chat"])
-        rows = []
-        for i, (prompt, text, reference) in enumerate(zip(prompts, generated, raw["reference"],
-                                                          strict=True)):
-            correct = None if reference is None else text.strip() == reference.strip()
-            rows.append({"split": data.predict_split, "row": i, "prompt": prompt,
-                         "reference": reference, "generated": text, "correct": correct})
+        rows = generation_rows(prompts, generated, raw["reference"], data.predict_split)
         return rows, exact_match_metrics(rows, spec, data)
 
     def save_final(self, trainer: Any, final_dir: Path) -> list[Path]:
@@ -300,6 +295,18 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], new_tokens: int, ba
     finally:
         tokenizer.padding_side = side
         model.train(was_training)
+
+
+def generation_rows(prompts: list[str], generated: list[str], references: list[str | None],
+                    split: str | None) -> list[dict[str, Any]]:
+    """The prediction rows (also Try it's, whose references are None)."""
+    rows = []
+    for i, (prompt, text, reference) in enumerate(zip(prompts, generated, references,
+                                                      strict=True)):
+        correct = None if reference is None else text.strip() == reference.strip()
+        rows.append({"split": split, "row": i, "prompt": prompt, "reference": reference,
+                     "generated": text, "correct": correct})
+    return rows
 
 
 def exact_match_metrics(rows: list[dict[str, Any]], spec: dict,

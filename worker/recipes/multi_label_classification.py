@@ -143,7 +143,13 @@ class MultiLabelClassification(TextInputRecipe):
         raw = data.predict_raw
         assert raw is not None
         output = predict_in_order(trainer, self.features(spec, data, raw))
-        probabilities = sigmoid(logits_of(output.predictions))
+        return (self.rows(spec, data, raw, logits_of(output.predictions)),
+                prefixed(output.metrics, "test"))
+
+    def rows(self, spec: dict, data: TaskData, raw: Dataset,
+             logits: Any) -> list[dict[str, Any]]:
+        """The prediction rows of `raw` from the model's logits (also Try it's rows)."""
+        probabilities = sigmoid(np.asarray(logits, dtype=np.float64))
         threshold = float(spec.get("threshold", 0.5))
         names = data.label_names or []
         text_fields = spec["dataset"]["text_fields"]
@@ -161,7 +167,7 @@ class MultiLabelClassification(TextInputRecipe):
                 "probabilities": {names[j]: round(float(p), 6) for j, p in enumerate(probs)},
                 "correct": (set(predicted) == set(true)) if true is not None else None,
             })
-        return rows, prefixed(output.metrics, "test")
+        return rows
 
 
 RECIPE = MultiLabelClassification()

@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+from datasets import Dataset
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, Trainer
 
 from worker import data as D
@@ -87,7 +89,13 @@ class TextClassification(TextInputRecipe):
         raw = data.predict_raw
         assert raw is not None
         output = predict_in_order(trainer, self.features(spec, data, raw))
-        probabilities = softmax(logits_of(output.predictions))
+        return (self.rows(spec, data, raw, logits_of(output.predictions)),
+                prefixed(output.metrics, "test"))
+
+    def rows(self, spec: dict, data: TaskData, raw: Dataset,
+             logits: Any) -> list[dict[str, Any]]:
+        """The prediction rows of `raw` from the model's logits (also Try it's rows)."""
+        probabilities = softmax(np.asarray(logits, dtype=np.float64))
         names = data.label_names or []
         text_fields = spec["dataset"]["text_fields"]
         columns = {f: raw[f] for f in text_fields}
@@ -104,7 +112,7 @@ class TextClassification(TextInputRecipe):
                 "probabilities": {names[j]: round(float(p), 6) for j, p in enumerate(probs)},
                 "correct": (predicted == true) if true is not None else None,
             })
-        return rows, prefixed(output.metrics, "test")
+        return rows
 
 
 RECIPE = TextClassification()

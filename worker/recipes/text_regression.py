@@ -101,7 +101,13 @@ class TextRegression(TextInputRecipe):
         raw = data.predict_raw
         assert raw is not None
         output = predict_in_order(trainer, self.features(spec, data, raw))
-        predicted = logits_of(output.predictions).ravel()
+        return (self.rows(spec, data, raw, logits_of(output.predictions)),
+                prefixed(output.metrics, "test"))
+
+    def rows(self, spec: dict, data: TaskData, raw: Dataset,
+             logits: Any) -> list[dict[str, Any]]:
+        """The prediction rows of `raw` from the model's outputs (also Try it's rows)."""
+        predicted = np.asarray(logits, dtype=np.float64).ravel()
         text_fields = spec["dataset"]["text_fields"]
         columns = {f: raw[f] for f in text_fields}
         truth: list[Any] = list(raw["labels"]) if data.predict_labeled else [None] * len(raw)
@@ -115,7 +121,7 @@ class TextRegression(TextInputRecipe):
                 # signed: prediction minus label (the view sorts by its size)
                 "error": float(value) - true if true is not None else None,
             })
-        return rows, prefixed(output.metrics, "test")
+        return rows
 
 
 RECIPE = TextRegression()

@@ -203,9 +203,15 @@ class TokenClassification(Recipe):
                 data: TaskData) -> tuple[list[dict[str, Any]], dict[str, float]]:
         raw = data.predict_raw
         assert raw is not None
-        features = self.features(spec, data, raw)
-        output = predict_in_order(trainer, features)
-        predicted = logits_of(output.predictions).argmax(-1)
+        output = predict_in_order(trainer, self.features(spec, data, raw))
+        return (self.rows(spec, data, raw, logits_of(output.predictions)),
+                prefixed(output.metrics, "test"))
+
+    def rows(self, spec: dict, data: TaskData, raw: Dataset,
+             logits: Any) -> list[dict[str, Any]]:
+        """The prediction rows of `raw` from each sentence's sub-token logits (padded or
+        not; only its first sub-tokens are read). Also Try it's rows."""
+        predicted = [np.asarray(row).argmax(-1) for row in logits]
         names = data.label_names or []
         words_field = spec["dataset"]["tokens_field"]
         sentences = list(raw[words_field])
@@ -225,7 +231,7 @@ class TokenClassification(Recipe):
                 "predicted_tags": tags, "entities": entities(words, tags),
                 "correct": (tags == true) if true is not None else None,
             })
-        return rows, prefixed(output.metrics, "test")
+        return rows
 
 
 RECIPE = TokenClassification()
