@@ -24,6 +24,8 @@ from app.jobs.views import router as jobs_views
 from app.limits import BodySizeLimit
 from app.openapi_docs import UNAUTHORIZED
 from app.security import SiteGuard
+from app.tryit.api import router as tryit_api
+from app.tryit.views import router as tryit_views
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
@@ -37,11 +39,13 @@ def create_app() -> FastAPI:
     app.add_exception_handler(RequestValidationError, spec_errors)
     add_error_handlers(app)
     app.include_router(jobs_api, dependencies=[ApiAuth], responses=UNAUTHORIZED)
+    app.include_router(tryit_api, dependencies=[ApiAuth], responses=UNAUTHORIZED)
     app.include_router(datasets_api, dependencies=[ApiAuth], responses=UNAUTHORIZED)
     app.include_router(hub_api, dependencies=[ApiAuth], responses=UNAUTHORIZED)
     app.include_router(auth_views)
     app.include_router(jobs_views, dependencies=[Depends(require_page_user), Csrf])
     app.include_router(hub_views, dependencies=[Depends(require_page_user), Csrf])
+    app.include_router(tryit_views, dependencies=[Depends(require_page_user), Csrf])
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/healthz", tags=["health"])

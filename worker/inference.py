@@ -31,7 +31,7 @@ from worker.bad_input import BadInput
 log = logging.getLogger(__name__)
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
 SQLITE_POLL_SECONDS = 0.1
-__all__ = ["HANDLERS", "BadInput", "inference_app", "infer", "run_inference_worker"]
+__all__ = ["HANDLERS", "BadInput", "infer", "inference_app", "run_inference_worker"]
 
 
 def ping(payload: dict[str, Any]) -> dict[str, Any]:

@@ -106,6 +106,7 @@ def load(task: str, directory: Path) -> Loaded:
     disable_progress_bars()  # the recipes' map(desc="tokenize") bars, once per request
     device = choose_device(directory, get_settings().inference_device)
     where = str(directory)
+    model: Any
     if task == "causal-lm-sft":
         tokenizer = load_tokenizer(where)
         peft = (directory / "adapter_config.json").is_file()

@@ -20,6 +20,7 @@ from app.jobs import forms, repository, service
 from app.jobs.models import Job, JobStatus
 from app.jobs.outputs import PredictionPage, TokenPredictionOut
 from app.templating import templates
+from app.tryit import service as tryit
 
 router = APIRouter(include_in_schema=False)
 
@@ -159,7 +160,10 @@ def _guess_columns(columns: list[str]) -> dict[str, str]:
 @router.get("/jobs/{job_id}")
 def job_page(request: Request, job: JobDep, session: SessionDep,
              settings: SettingsDep) -> HTMLResponse:
-    return render(request, "jobs/detail.html", **{**_status(job), **_checkpoints(session, job)},
+    checkpoints = _checkpoints(session, job)
+    names = [c.name for c in checkpoints["checkpoints"]]
+    return render(request, "jobs/detail.html", **{**_status(job), **checkpoints},
+                  tryit=tryit.panel(job.spec, names),
                   predictions=_predictions(session, job, _largest_errors_first(job), 1),
                   cursor=repository.last_metric_id(session, job.id),
                   attempts=repository.attempts(session, job.id),
@@ -253,7 +257,7 @@ def iob_spans(tags: list[str]) -> list[tuple[str, int, int]]:
     return spans
 
 
-def _segments(tokens: list[str], spans: list[tuple[str, int, int]],
+def sentence_segments(tokens: list[str], spans: list[tuple[str, int, int]],
               other: list[tuple[str, int, int]] | None) -> list[dict[str, Any]]:
     """The sentence as words and entities; an entity not in `other` is a mismatch."""
     starts = {start: (kind, end) for kind, start, end in spans}
@@ -275,7 +279,7 @@ def _sentence_lines(p: TokenPredictionOut) -> list[tuple[str, list[dict[str, Any
     """The true line (when labelled) and the predicted line of one sentence."""
     predicted = [(e.type, e.start, e.end) for e in p.entities]
     if p.tags is None:
-        return [("predicted", _segments(p.tokens, predicted, None))]
+        return [("predicted", sentence_segments(p.tokens, predicted, None))]
     true = iob_spans(p.tags)
-    return [("true", _segments(p.tokens, true, predicted)),
-            ("predicted", _segments(p.tokens, predicted, true))]
+    return [("true", sentence_segments(p.tokens, true, predicted)),
+            ("predicted", sentence_segments(p.tokens, predicted, true))]

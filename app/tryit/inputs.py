@@ -72,7 +72,7 @@ def check_one(spec: dict[str, Any], value: Any, where: str) -> dict[str, Any]:
         raise InputError(f"{where}.{unknown[0]}",
                       f"this job does not read {unknown[0]!r}; an input holds {_names(fields)}")
     task = task_of(spec)
-    out = {}
+    out: dict[str, Any] = {}
     for field in fields:
         at = f"{where}.{field}"
         if field not in value:

@@ -116,8 +116,7 @@ def test_sft_generations_equal_trainer_predict(client, tiny_llama, tmp_path, cha
 
 
 def test_bad_inputs_name_their_field(client, tiny_model, make_dataset):
-    job_id, stored = trained(client, tiny_spec(tiny_model, make_dataset(train=16,
-                                                                         validation=4)))
+    job_id, _ = trained(client, tiny_spec(tiny_model, make_dataset(train=16, validation=4)))
     for inputs, field in (([{"text": ""}], "inputs.0.text"),
                           ([{"text": "fine"}, {"sentence": "x"}], "inputs.1.sentence"),
                           ([{"text": "fine"}, {}], "inputs.1.text"), ([], "inputs"),
