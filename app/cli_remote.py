@@ -1,5 +1,5 @@
 """Commands that talk to a tunedeck server through app.client: submit, jobs, watch, download,
-cancel, datasets. Server and token: --url/--token, else TUNEDECK_URL/TUNEDECK_TOKEN.
+predict, cancel, datasets. Server and token: --url/--token, else TUNEDECK_URL/TUNEDECK_TOKEN.
 
 `watch` (and `submit --watch`) exit with 0 when the job succeeded, 1 when it failed,
 2 when it was cancelled and 3 when it could not be watched (server unreachable, auth, 404).
@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from app.client import ApiError, Client
+from app.client import ApiError, Client, input_from_texts
 from app.terminal_bar import ProgressLine, clock, eval_metric
 
 EXIT_CODES = {"succeeded": 0, "failed": 1, "cancelled": 2}
@@ -173,6 +173,53 @@ def download_progress(size: int) -> Callable[[int], None]:
     return show
 
 
+# ---------------------------------------------------------------- predict
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    with client_for(args) as client:
+        spec = client.job(args.job_id)["spec"]
+        answer = client.predict(args.job_id, [input_from_texts(spec, args.texts)],
+                                args.checkpoint, max_new_tokens=args.max_new_tokens)
+    if args.json:
+        print(json.dumps(answer, ensure_ascii=False, indent=2))
+        return 0
+    for row in answer["predictions"]:
+        print(describe_prediction(row))
+    say(f"checkpoint {answer['checkpoint']} on {answer['device']}, {answer['seconds']:.2f} s")
+    return 0
+
+
+def describe_prediction(row: dict[str, Any]) -> str:
+    """One Try it row as a line: label and probabilities, score, tagged words or the text."""
+    if "generated" in row:
+        return row["generated"]
+    if "entities" in row:
+        return tagged(row["tokens"], row["entities"])
+    if "probabilities" not in row:
+        return f"{row['prediction']:.4f}"
+    top = sorted(row["probabilities"].items(), key=lambda kv: -kv[1])[:5]
+    shown = "  ".join(f"{label} {p:.3f}" for label, p in top)
+    chosen = row.get("predictions")
+    head = (", ".join(chosen) or "(no label)") if chosen is not None else row["prediction"]
+    return f"{head}\t({shown})"
+
+
+def tagged(words: list[str], entities: list[dict[str, Any]]) -> str:
+    """The sentence with each entity as [words](TYPE)."""
+    starts = {e["start"]: e for e in entities}
+    out, i = [], 0
+    while i < len(words):
+        entity = starts.get(i)
+        if entity is None:
+            out.append(words[i])
+            i += 1
+        else:
+            out.append(f"[{' '.join(words[i:entity['end']])}]({entity['type']})")
+            i = entity["end"]
+    return " ".join(out)
+
+
 # ---------------------------------------------------------------- datasets
 
 
@@ -276,6 +323,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", default=".", help="directory (default: .)")
     p.add_argument("--tar", action="store_true", help="keep the .tar, do not extract")
     p.set_defaults(func=guarded(cmd_download))
+
+    p = sub.add_parser("predict", parents=common, help="try a checkpoint on a text (the "
+                       "inference worker answers, also while jobs train)")
+    p.add_argument("job_id", type=int)
+    p.add_argument("texts", nargs="+", metavar="TEXT", help="a text, a text pair (two), a "
+                   "sentence (token classification) or a prompt (SFT)")
+    p.add_argument("--checkpoint", help="checkpoint name (default: final, else the latest)")
+    p.add_argument("--max-new-tokens", type=int, help="SFT: tokens to generate")
+    p.add_argument("--json", action="store_true", help="print the whole answer as JSON")
+    p.set_defaults(func=guarded(cmd_predict))
 
     p = sub.add_parser("cancel", parents=common, help="cancel a queued or running job")
     p.add_argument("job_id", type=int)

@@ -7,6 +7,7 @@
     for event in client.events(job["id"]):                  # status / progress / metric / end
         print(event.event, event.data)
     client.download(job["id"], dest="models")              # -> models/job-1-final/
+    client.predict(job["id"], [{"text": "a fine film"}])     # Try it: {"predictions": [...]}
 """
 from __future__ import annotations
 
@@ -27,6 +28,10 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 FINISHED = ("succeeded", "failed", "cancelled")
 STREAM_TIMEOUT = httpx.Timeout(10.0, read=60.0)  # the server sends a keepalive every 15 s
 RECONNECTS = 5
+# The server waits TUNEDECK_INFERENCE_TIMEOUT_SECONDS (30 s by default) for the inference
+# worker, which may first load the checkpoint: wait longer than that for its answer.
+PREDICT_TIMEOUT = httpx.Timeout(10.0, read=120.0)
+TEXT_TASKS = ("text-classification", "multi-label-classification", "text-regression")
 
 
 class ApiError(Exception):
@@ -220,6 +225,18 @@ class Client:
             return "final"
         return max(checkpoints, key=lambda c: c["step"])["name"]
 
+    def predict(self, job_id: int, inputs: list[dict[str, Any]], checkpoint: str | None = None,
+                *, max_new_tokens: int | None = None) -> dict[str, Any]:
+        """Try a checkpoint (default: final, else the latest) on inputs in the task's shape,
+        keyed by the job's dataset fields, e.g. [{"text": "..."}]; returns {"predictions":
+        [rows as in predictions()], "checkpoint", "device", "seconds"}."""
+        name = checkpoint or self.default_checkpoint(job_id)
+        body: dict[str, Any] = {"inputs": inputs}
+        if max_new_tokens is not None:
+            body["max_new_tokens"] = max_new_tokens
+        return self._request("POST", f"/jobs/{int(job_id)}/checkpoints/{quote(name, safe='')}"
+                             "/predict", json=body, timeout=PREDICT_TIMEOUT)
+
     def _save(self, path: str, target: Path, on_progress: Callable[[int], None] | None) -> None:
         partial = target.with_name(target.name + ".part")
         done = 0
@@ -257,6 +274,22 @@ class Client:
 
     def delete_dataset(self, dataset_id: str) -> None:
         self._request("DELETE", f"/datasets/{quote(dataset_id, safe='')}")
+
+
+def input_from_texts(spec: dict[str, Any], texts: list[str]) -> dict[str, Any]:
+    """One Try it input from command-line texts: a text (or a text pair) for the text tasks,
+    a sentence for token classification, a prompt (a user turn for chat jobs) for SFT."""
+    ds, task = spec["dataset"], spec.get("task") or "text-classification"
+    if task in TEXT_TASKS:
+        fields = list(ds["text_fields"])
+    elif task == "token-classification":
+        fields = [ds.get("tokens_field") or "tokens"]
+    else:
+        fields = [ds.get("messages_field") or ds.get("prompt_field") or "prompt"]
+    if len(texts) != len(fields):
+        wanted = " and ".join(fields)
+        raise ValueError(f"this {task} job takes {len(fields)} text(s): {wanted}")
+    return dict(zip(fields, texts, strict=True))
 
 
 def _plain(name: str) -> str:

@@ -10,7 +10,8 @@ import httpx
 import pytest
 
 from app import cli_remote
-from app.client import ApiError, Client, Event, parse_sse
+from app.cli_remote import describe_prediction
+from app.client import ApiError, Client, Event, input_from_texts, parse_sse
 from app.terminal_bar import ProgressLine, clock, eval_metric, render
 
 
@@ -185,3 +186,46 @@ def test_watch_exit_code_follows_the_job(status, code, monkeypatch, capsys):
     assert f"job 3 {status} in 01:05" in err
     if status == "failed":
         assert "ValueError: bad" in err and "hint: fix it" in err
+
+
+def test_predict_tries_final_else_the_latest_checkpoint():
+    sent: list[tuple[str, dict]] = []
+    checkpoints = [{"name": "checkpoint-2", "step": 2}, {"name": "checkpoint-4", "step": 4}]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            return httpx.Response(200, json=checkpoints)
+        sent.append((request.url.path, json.loads(request.content)))
+        return httpx.Response(200, json={"predictions": [{"row": 0, "prediction": "pos"}],
+                                         "checkpoint": "checkpoint-4", "device": "cpu",
+                                         "seconds": 0.01})
+
+    client = Client("http://x", transport=httpx.MockTransport(handler))
+    answer = client.predict(3, [{"text": "fine"}], max_new_tokens=8)
+    assert answer["predictions"][0]["prediction"] == "pos"
+    assert sent == [("/api/v1/jobs/3/checkpoints/checkpoint-4/predict",
+                     {"inputs": [{"text": "fine"}], "max_new_tokens": 8})]
+    client.predict(3, [{"text": "fine"}], "final")
+    assert sent[-1] == ("/api/v1/jobs/3/checkpoints/final/predict", {"inputs": [{"text": "fine"}]})
+
+
+def test_command_line_texts_become_the_tasks_input():
+    pair = {"dataset": {"text_fields": ["sentence1", "sentence2"]}}
+    assert input_from_texts(pair, ["a", "b"]) == {"sentence1": "a", "sentence2": "b"}
+    with pytest.raises(ValueError, match="takes 2 text"):
+        input_from_texts(pair, ["a"])
+    ner = {"task": "token-classification", "dataset": {"tokens_field": "words"}}
+    assert input_from_texts(ner, ["anna flew"]) == {"words": "anna flew"}
+    chat = {"task": "causal-lm-sft", "dataset": {"messages_field": "messages"}}
+    assert input_from_texts(chat, ["hi"]) == {"messages": "hi"}
+
+
+def test_a_prediction_prints_as_one_line_per_task():
+    assert describe_prediction({"prediction": "pos", "probabilities": {"neg": 0.1, "pos": 0.9}}
+                               ) == "pos\t(pos 0.900  neg 0.100)"
+    assert describe_prediction({"predictions": [], "probabilities": {"a": 0.2}}) == \
+        "(no label)\t(a 0.200)"
+    assert describe_prediction({"prediction": 1.23456, "inputs": {}}) == "1.2346"
+    assert describe_prediction({"tokens": ["anna", "smith", "ran"], "entities": [
+        {"type": "PER", "start": 0, "end": 2}]}) == "[anna smith](PER) ran"
+    assert describe_prediction({"generated": " Paris"}) == " Paris"
