@@ -14,6 +14,7 @@ router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 # A plain def: service.predict blocks (FastAPI runs it in its thread pool) while the inference
 # worker answers; it holds no database connection meanwhile.
 @router.post("/{job_id}/checkpoints/{name}/predict", response_model=TryItOut, responses={
+    400: error("The body could not be decoded (not UTF-8 JSON)"),
     404: error("No such job or checkpoint (or it is no longer on disk)"),
     409: error("The job has no checkpoint yet"),
     422: {"description": "A bad input: `loc` names it, e.g. body.inputs.0.text"},

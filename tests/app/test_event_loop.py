@@ -131,6 +131,9 @@ def every_route(job: int, pages: dict[str, str],
         "GET /api/v1/jobs/{job_id}/checkpoints/{name}/download":
             get(f"{api}/checkpoints/final/download"),
         "GET /api/v1/jobs/{job_id}/predictions": get(f"{api}/predictions"),
+        # Try it with an input the web refuses (422): no inference worker runs here.
+        "POST /api/v1/jobs/{job_id}/checkpoints/{name}/predict":
+            post(f"{api}/checkpoints/final/predict", json={"inputs": [{"text": ""}]}),
         "POST /api/v1/datasets": upload,
         "GET /api/v1/datasets": get("/api/v1/datasets"),
         "GET /api/v1/datasets/{dataset_id}":
@@ -151,6 +154,10 @@ def every_route(job: int, pages: dict[str, str],
         "POST /jobs/{job_id}/cancel": post(f"/jobs/{job}/cancel", headers=pages),
         "GET /jobs/{job_id}/checkpoints": get(f"/jobs/{job}/checkpoints", headers=pages),
         "GET /jobs/{job_id}/predictions": get(f"/jobs/{job}/predictions", headers=pages),
+        "GET /jobs/{job_id}/try": get(f"/jobs/{job}/try", params={"checkpoint": "final"},
+                                      headers=pages),
+        "POST /jobs/{job_id}/try": post(f"/jobs/{job}/try", headers=pages,
+                                        data={"checkpoint": "final", "field.text": ""}),
         "POST /logout": lambda c: c.post("/logout", headers=logouts.pop()),
     }
 
