@@ -17,10 +17,10 @@ from tests.task_data import multi_label_rows, ner_rows, regression_rows
 from tests.worker.recipes.test_causal_lm_sft import addition, make_data, sft_spec
 from tests.worker.recipes.test_recipes import spec_for, write_splits
 from tests.worker.test_runner import submit
-from worker import tryit
+from worker import model_cache, tryit
 from worker.bad_input import BadInput
 from worker.inference import HANDLERS
-from worker.model_cache import ModelCache
+from worker.model_cache import ModelCache, choose_device
 from worker.runner import run_job
 
 FLOAT_KEYS = ("confidence", "prediction", "probabilities")
@@ -37,7 +37,7 @@ def trained(client: TestClient, spec: dict) -> tuple[int, list[dict]]:
 def try_it(job_id: int, inputs: list[dict], checkpoint: str = "final", **extra) -> list[dict]:
     answer = HANDLERS["predict"]({"job_id": job_id, "checkpoint": checkpoint,
                                   "inputs": inputs, **extra})
-    assert answer["device"] == "cpu" and answer["checkpoint"] == checkpoint
+    assert answer["device"] in ("cpu", "cuda") and answer["checkpoint"] == checkpoint
     return answer["predictions"]
 
 
@@ -153,3 +153,30 @@ def test_the_cache_keeps_the_most_recent_checkpoints():
     assert loads == ["a", "b", "c", "b"]  # b was evicted by c, a stayed in use
     assert cache.keys() == ["a", "b"]
 
+
+
+def test_cuda_only_when_the_gpu_has_room(monkeypatch: pytest.MonkeyPatch, tmp_path):
+    (tmp_path / "model.safetensors").write_bytes(b"0" * 1000)
+    free = {"bytes": 0}
+    monkeypatch.setattr(model_cache.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(model_cache.torch.cuda, "mem_get_info",
+                        lambda: (free["bytes"], 80 << 30))
+    free["bytes"] = model_cache.GPU_HEADROOM_BYTES + 1999  # a training job took the rest
+    assert choose_device(tmp_path, "auto") == "cpu"
+    free["bytes"] = model_cache.GPU_HEADROOM_BYTES + 2000  # the weights twice, plus headroom
+    assert choose_device(tmp_path, "auto") == "cuda"
+    assert choose_device(tmp_path, "cpu") == "cpu"
+    free["bytes"] = 0
+    assert choose_device(tmp_path, "cuda") == "cuda"
+    monkeypatch.setattr(model_cache.torch.cuda, "is_available", lambda: False)
+    assert choose_device(tmp_path, "cuda") == "cpu"  # no GPU here at all
+
+
+def test_an_adapter_counts_its_local_base_model(tmp_path):
+    base, adapter = tmp_path / "base", tmp_path / "adapter"
+    base.mkdir()
+    adapter.mkdir()
+    (base / "model.safetensors").write_bytes(b"0" * 5000)
+    (adapter / "adapter_model.safetensors").write_bytes(b"0" * 100)
+    (adapter / "adapter_config.json").write_text(f'{{"base_model_name_or_path": "{base}"}}')
+    assert model_cache.weights_bytes(adapter) == 5100
