@@ -154,6 +154,15 @@ def every_route(job: int, pages: dict[str, str],
         "POST /jobs/{job_id}/cancel": post(f"/jobs/{job}/cancel", headers=pages),
         "GET /jobs/{job_id}/checkpoints": get(f"/jobs/{job}/checkpoints", headers=pages),
         "GET /jobs/{job_id}/predictions": get(f"/jobs/{job}/predictions", headers=pages),
+        # Hub pushes (app/hub/): refused with a 409 here, no TUNEDECK_HF_TOKEN is set.
+        "POST /api/v1/jobs/{job_id}/checkpoints/{name}/push":
+            post(f"{api}/checkpoints/final/push", json={"repo_id": "org/model"}),
+        "GET /api/v1/jobs/{job_id}/pushes": get(f"{api}/pushes"),
+        "GET /api/v1/jobs/{job_id}/pushes/{push_id}": get(f"{api}/pushes/1"),
+        "GET /jobs/{job_id}/pushes": get(f"/jobs/{job}/pushes", headers=pages),
+        "POST /jobs/{job_id}/checkpoints/{name}/push":
+            post(f"/jobs/{job}/checkpoints/final/push", headers=pages,
+                 data={"repo_id": "org/model"}),
         "GET /jobs/{job_id}/try": get(f"/jobs/{job}/try", params={"checkpoint": "final"},
                                       headers=pages),
         "POST /jobs/{job_id}/try": post(f"/jobs/{job}/try", headers=pages,
