@@ -11,9 +11,12 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from starlette.datastructures import FormData
 
+from app.errors import Invalid
 from app.jobs.models import JobStatus
 from app.main import create_app
+from app.tryit.views import inputs_from_form
 from tests.app.factories import make_job
 from tests.app.jobs.test_views import csrf
 from tests.e2e.workers import WorkerProcess
@@ -128,3 +131,23 @@ def test_an_inference_worker_answers_with_the_trainer_predict_rows(
     assert 'id="try-it-rows" data-task="text-classification"' in html
     assert re.search(r'<strong>(positive|negative)</strong>', html)
     assert html.count('class="bar"') == 2  # one probability bar per label
+
+
+def test_the_panels_fields_become_the_tasks_inputs():
+    """inputs_from_form: lines pair up for text pairs; a chat job's system and user turns."""
+    pair = {"dataset": {"text_fields": ["premise", "hypothesis"]}}
+    form = FormData([("field.premise", "a cat\r\n\r\na dog"), ("field.hypothesis", "x\n\ny")])
+    assert inputs_from_form(pair, form) == ([{"premise": "a cat", "hypothesis": "x"},
+                                             {"premise": "a dog", "hypothesis": "y"}], None)
+    with pytest.raises(Invalid) as uneven:
+        inputs_from_form(pair, FormData([("field.premise", "a\nb"), ("field.hypothesis", "x")]))
+    assert uneven.value.field == "inputs.hypothesis"
+    chat = {"task": "causal-lm-sft", "dataset": {"messages_field": "messages"}}
+    form = FormData([("system", " Be brief. "), ("field.messages", "Add 2 and 3.\r\n"),
+                     ("max_new_tokens", "8")])
+    assert inputs_from_form(chat, form) == ([{"messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Add 2 and 3.\n"}]}], 8)
+    ner = {"task": "token-classification", "dataset": {"tokens_field": "tokens"}}
+    assert inputs_from_form(ner, FormData([("field.tokens", "anna flew\nto paris")]))[0] == [
+        {"tokens": "anna flew"}, {"tokens": "to paris"}]
