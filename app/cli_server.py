@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from types import FrameType
 
 import uvicorn
@@ -51,8 +52,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     log_level=args.log_level, workers=args.workers or settings.web_workers,
                     timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS)
     finally:
-        for worker in workers:
-            _stop_child(worker)
+        _stop_children(workers)
     return 0
 
 
@@ -80,22 +80,27 @@ def _start_embedded_worker(*args: str) -> subprocess.Popen:
                             start_new_session=True)
 
 
-def _stop_child(process: subprocess.Popen) -> None:
-    """Warm stop, then cold: a job still running is resumed from its last checkpoint later."""
-    if process.poll() is not None:
-        return
+def _stop_children(processes: list[subprocess.Popen]) -> None:
+    """Warm stop, then cold, all at once: a job still running is resumed from its last
+    checkpoint later."""
     for sig, wait in ((signal.SIGTERM, 10), (signal.SIGQUIT, 10), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
+        running = [process for process in processes if process.poll() is None]
+        for process in running:
+            try:
+                os.killpg(process.pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + wait
+        for process in running:
+            try:
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        if all(process.poll() is not None for process in processes):
             return
-        try:
-            process.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            if sig == signal.SIGTERM:
-                print("tunedeck: the embedded worker is still busy; stopping it now (a job "
-                      "resumes from its last checkpoint on the next start)", file=sys.stderr)
+        if sig == signal.SIGTERM:
+            print("tunedeck: the embedded worker is still busy; stopping it now (a job "
+                  "resumes from its last checkpoint on the next start)", file=sys.stderr)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ The web side starts this by command, never by import: app/ does not import worke
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import signal
 import sys
@@ -15,7 +16,6 @@ import time
 
 from app.config import get_settings
 from worker.celery_app import celery_app
-from worker.inference import run_inference_worker
 from worker.sweep import sweep_once as run_sweep
 
 
@@ -26,7 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.exit_with_parent:
         exit_with_parent(args.exit_with_parent)
     if args.inference:
-        run_inference_worker(args.hostname, args.log_level)
+        # Imported here, not at the top: it loads torch, transformers and peft (seconds), which
+        # the training worker's main process and --sweep-once do not need.
+        importlib.import_module("worker.inference").run_inference_worker(args.hostname,
+                                                                        args.log_level)
     else:
         run_worker(args.hostname, args.log_level)
     return 0
