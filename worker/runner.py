@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy.orm import Session
@@ -243,8 +244,7 @@ def _finish(job_id: int, attempt: int, outcome: Outcome, reporter: DbReporter) -
     end = lifecycle.cancel_ack if outcome.cancelled else lifecycle.finish
     final = outcome.final_metrics if outcome.final_dir is not None else None
     with session_scope() as session:
-        if reporter.lease_lost or not end(session, job_id, attempt, utcnow(),
-                                          outcome.global_step, final):
+        if reporter.lease_lost or not _end(end, session, job_id, attempt, outcome, final):
             return _lost(job_id, attempt)
         if outcome.final_dir is not None:
             store.replace_predictions(session, job_id, [
@@ -252,10 +252,19 @@ def _finish(job_id: int, attempt: int, outcome: Outcome, reporter: DbReporter) -
             evals = {k: v for k, v in outcome.final_metrics.items() if k.startswith("eval/")}
             for directory in outcome.final_dirs:  # `final`, and `final-merged` for LoRA
                 store.upsert_checkpoint(session, checkpoint_row(
-                    job_id, directory.name, outcome.global_step, directory, reporter.data_dir,
-                    evals))
+                    job_id, directory.name, outcome.final_step or outcome.global_step,
+                    directory, reporter.data_dir, evals))
     log.info("job %s %s at step %s", job_id, status, outcome.global_step)
     return status
+
+
+def _end(end: Callable[..., bool], session: Session, job_id: int, attempt: int,
+         outcome: Outcome, final: dict[str, float] | None) -> bool:
+    """lifecycle.finish (with where early stopping stopped) or lifecycle.cancel_ack."""
+    if outcome.cancelled:
+        return end(session, job_id, attempt, utcnow(), outcome.global_step, final)
+    return end(session, job_id, attempt, utcnow(), outcome.global_step, final,
+               stopped_early=outcome.stopped_early)
 
 
 def _fail(job_id: int, attempt: int, exc: BaseException, reporter: DbReporter) -> str:
