@@ -94,9 +94,11 @@ def _changed(session: Session, stmt: Update) -> bool:
 
 # ---------------------------------------------------------------- queue and claim
 
-def queue(session: Session, name: str, spec: dict[str, Any], now: datetime) -> Job:
-    """A new job, queued (the only way a job row comes to be)."""
-    job = Job(name=name, spec=spec, status=Q, enqueued_at=now, latest_metrics={}, info=[])
+def queue(session: Session, name: str, spec: dict[str, Any], now: datetime, *,
+          sweep_id: int | None = None, sweep_values: dict[str, Any] | None = None) -> Job:
+    """A new job, queued (the only way a job row comes to be); a sweep's names its point."""
+    job = Job(name=name, spec=spec, status=Q, enqueued_at=now, latest_metrics={}, info=[],
+              sweep_id=sweep_id, sweep_values=sweep_values)
     session.add(job)
     session.flush()
     return job

@@ -24,6 +24,7 @@ def upgrade() -> None:
         sa.Column('grid', sa.JSON(), nullable=False),
         sa.Column('ranges', sa.JSON(), nullable=True),
         sa.Column('random', sa.Integer(), nullable=True),
+        sa.Column('seed', sa.BigInteger(), nullable=True),
         sa.Column('metric', sa.String(length=100), nullable=False),
         sa.Column('mode', sa.String(length=3), nullable=False),
         sa.Column('created_at', sa.DateTime(), nullable=False),
