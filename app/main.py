@@ -29,11 +29,11 @@ from app.jobs.api import router as jobs_api
 from app.jobs.api import spec_errors
 from app.jobs.events import lifespan as event_streams
 from app.jobs.views import router as jobs_views
-from app.sweeps.api import router as sweeps_api
-from app.sweeps.views import router as sweeps_views
 from app.limits import BodySizeLimit
 from app.openapi_docs import UNAUTHORIZED
 from app.security import SiteGuard
+from app.sweeps.api import router as sweeps_api
+from app.sweeps.views import router as sweeps_views
 from app.tryit.api import router as tryit_api
 from app.tryit.views import router as tryit_views
 

@@ -14,6 +14,7 @@ from app.errors import Invalid, InvalidAll
 from app.jobs import lifecycle
 from app.jobs import service as jobs
 from app.jobs.models import Job, JobStatus
+from app.jobs.outputs import StoppedEarly
 from app.jobs.schemas import JobSpec
 from app.sweeps import points, repository
 from app.sweeps.models import Sweep
@@ -103,7 +104,8 @@ def ranked(sweep: Sweep, rows: Sequence[Job]) -> list[SweepJobOut]:
     sign = -1 if sweep.mode == "max" else 1
     out = [SweepJobOut(id=j.id, name=j.name, status=j.status, values=j.sweep_values or {},
                        metric=metric_of(j, sweep.metric), progress=jobs.progress_of(j),
-                       stopped_early=j.stopped_early) for j in rows]
+                       stopped_early=StoppedEarly.model_validate(j.stopped_early)
+                       if j.stopped_early else None) for j in rows]
     return sorted(out, key=lambda j: (j.metric is None, sign * (j.metric or 0.0), j.id))
 
 
