@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 LOWER_IS_BETTER = frozenset({"loss", "mse", "mae", "perplexity"})
 # Metric names that are no single eval series: computed at predict time, or one per label.
 NOT_AT_EVAL = frozenset({"exact_match", "per_label_f1"})
+# The TrainingArguments apply() sets (save_steps too, when eval and save go by steps).
+STOPPING_KEYS = frozenset({"load_best_model_at_end", "metric_for_best_model", "greater_is_better"})
 CONFLICT = "spec_conflict"  # the error type; schemas.untagged_errors moves it to ctx["field"]
 
 
