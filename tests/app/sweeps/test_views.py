@@ -31,6 +31,9 @@ def test_the_sweep_section_queues_one_job_per_point_and_opens_the_sweep(client, 
     assert 'hx-trigger="every 2s"' in html and "learning_rate" in html
     ids = ",".join(str(j.id) for j in jobs)
     assert f'href="/compare?jobs={ids}"' in html
+    job_page = client.get(f"/jobs/{jobs[1].id}").text
+    assert f'Part of <a href="/sweeps/{sweep_id}">sweep {sweep_id}</a>' in job_page
+    assert "<code>training.seed=2</code>" in job_page
 
 
 def test_a_bad_point_is_shown_at_the_grid_and_nothing_is_queued(client, session):
