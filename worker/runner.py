@@ -8,7 +8,6 @@ import contextlib
 import json
 import logging
 import socket
-from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy.orm import Session
@@ -241,10 +240,9 @@ def _finish(job_id: int, attempt: int, outcome: Outcome, reporter: DbReporter) -
     """Succeeded (or cancelled, when it stopped for a cancel), with predictions and the final
     checkpoint, if this attempt still holds the job: only it may end the job."""
     status = JobStatus.cancelled if outcome.cancelled else JobStatus.succeeded
-    end = lifecycle.cancel_ack if outcome.cancelled else lifecycle.finish
     final = outcome.final_metrics if outcome.final_dir is not None else None
     with session_scope() as session:
-        if reporter.lease_lost or not _end(end, session, job_id, attempt, outcome, final):
+        if reporter.lease_lost or not _end(session, job_id, attempt, outcome, final):
             return _lost(job_id, attempt)
         if outcome.final_dir is not None:
             store.replace_predictions(session, job_id, [
@@ -258,13 +256,14 @@ def _finish(job_id: int, attempt: int, outcome: Outcome, reporter: DbReporter) -
     return status
 
 
-def _end(end: Callable[..., bool], session: Session, job_id: int, attempt: int,
-         outcome: Outcome, final: dict[str, float] | None) -> bool:
-    """lifecycle.finish (with where early stopping stopped) or lifecycle.cancel_ack."""
+def _end(session: Session, job_id: int, attempt: int, outcome: Outcome,
+         final: dict[str, float] | None) -> bool:
+    """lifecycle.cancel_ack, or lifecycle.finish with where early stopping stopped."""
     if outcome.cancelled:
-        return end(session, job_id, attempt, utcnow(), outcome.global_step, final)
-    return end(session, job_id, attempt, utcnow(), outcome.global_step, final,
-               stopped_early=outcome.stopped_early)
+        return lifecycle.cancel_ack(session, job_id, attempt, utcnow(), outcome.global_step,
+                                    final)
+    return lifecycle.finish(session, job_id, attempt, utcnow(), outcome.global_step, final,
+                            stopped_early=outcome.stopped_early)
 
 
 def _fail(job_id: int, attempt: int, exc: BaseException, reporter: DbReporter) -> str:
