@@ -42,7 +42,8 @@ def create_sweep(session: Session, sweep: SweepIn, settings: Settings) -> tuple[
             spec.root.name = f"{row.name} · {points.label(point)}"[:200]
         queued.append(jobs.create_job(session, spec, settings, sweep_id=row.id,
                                       sweep_values=point))
-    # TODO(coordinator): tag each job with `sweep:<id>` once job tags (branch compare) land.
+    # Job tags come with the compare branch (not on main yet): then tag each job here with
+    # jobs.set_tags(session, job.id, [f"sweep:{row.id}"]) (note for the coordinator).
     return row, queued
 
 
