@@ -14,6 +14,7 @@ ERRORS: Responses = {404: error("No such sweep")}
 
 
 @router.post("", status_code=201, response_model=SweepCreated, responses={
+    400: error("The body could not be decoded (not UTF-8 JSON)"),
     422: {"description": "A bad point (named with its values and field), or too many points "
                          "(TUNEDECK_MAX_SWEEP_JOBS); nothing is queued"}})
 def create_sweep(body: SweepIn, session: SessionDep, settings: SettingsDep) -> SweepCreated:
