@@ -1,6 +1,6 @@
 """The `tunedeck` command line.
 
-This module and the client commands (app/cli_remote.py) import only the standard library and
+This module and the client commands (app/cli_remote.py, app/cli_sweep.py) import only the standard library and
 httpx, so `tunedeck jobs` starts at once; a server command's module (app/cli_server.py,
 app/auth/cli.py) is imported only when that command runs.
 """
@@ -16,7 +16,7 @@ from collections.abc import Callable
 # makes that optional import fail, and httpx then skips it. Set before httpx is first imported.
 sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
-from app import cli_remote  # noqa: E402 - after the line above
+from app import cli_remote, cli_sweep  # noqa: E402 - after the line above
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.set_defaults(func=server_command("app.cli_server:cmd_migrate"))
     register_tokens(sub)
     cli_remote.register(sub)
+    cli_sweep.register(sub, [cli_remote.server_options()])
     return parser
 
 

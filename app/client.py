@@ -147,6 +147,20 @@ class Client:
             time.sleep(poll_seconds)
         return job
 
+    # ------------------------------------------------------------ sweeps
+
+    def submit_sweep(self, sweep: dict[str, Any]) -> dict[str, Any]:
+        """{name, base: <job spec>, grid: {dotted key: [values]}, metric, mode, random, ranges}
+        -> {id, jobs}; a 422 names a bad point and field, and then nothing is queued."""
+        return self._request("POST", "/sweeps", json=sweep)
+
+    def sweep(self, sweep_id: int) -> dict[str, Any]:
+        """The sweep's jobs with their values, status, progress and metric, best first."""
+        return self._request("GET", f"/sweeps/{int(sweep_id)}")
+
+    def cancel_sweep(self, sweep_id: int) -> dict[str, Any]:
+        return self._request("POST", f"/sweeps/{int(sweep_id)}/cancel")
+
     # ------------------------------------------------------------ events
 
     def events(self, job_id: int, after: int | None = None) -> Iterator[Event]:

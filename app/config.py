@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     inference_device: Literal["auto", "cpu", "cuda"] = "auto"
     flush_seconds: float = 0.25
     sse_poll_seconds: float = 0.2
+    # Jobs one sweep may queue (grid points or random samples); beyond it a 422.
+    max_sweep_jobs: int = Field(default=64, ge=1)
     # Open /events streams per web process; beyond it a 503 with Retry-After.
     max_streams: int = Field(default=100, ge=1)
 

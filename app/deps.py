@@ -10,6 +10,7 @@ from app.config import Settings, get_settings
 from app.db import get_session
 from app.errors import NotFound
 from app.jobs.models import Job
+from app.sweeps.models import Sweep
 
 # scope="function": commit before the response is sent, so a client that follows a redirect
 # or reads right after a 201 sees the row (FastAPI's default exits after sending).
@@ -28,3 +29,16 @@ def get_job_or_404(session: SessionDep, job_id: JobId) -> Job:
 
 
 JobDep = Annotated[Job, Depends(get_job_or_404)]
+
+
+SweepId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+
+
+def get_sweep_or_404(session: SessionDep, sweep_id: SweepId) -> Sweep:
+    sweep = session.get(Sweep, sweep_id)
+    if sweep is None:
+        raise NotFound(f"sweep {sweep_id} not found")
+    return sweep
+
+
+SweepDep = Annotated[Sweep, Depends(get_sweep_or_404)]

@@ -23,6 +23,15 @@ class Invalid(Exception):
         return Invalid, (self.field, self.message)
 
 
+class InvalidAll(Exception):
+    """Maps to 422 with one entry per problem: (location parts, message) each, e.g.
+    (("grid", "training.learning_rate"), "point 2 of 4 (...): must be at most 1")."""
+
+    def __init__(self, problems: list[tuple[tuple[str | int, ...], str]]):
+        super().__init__("; ".join(message for _, message in problems))
+        self.problems = problems
+
+
 class TooLarge(Exception):
     """Maps to 413."""
 

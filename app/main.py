@@ -14,7 +14,15 @@ from app.auth.throttle import FailureLimiter
 from app.auth.views import router as auth_views
 from app.config import get_settings
 from app.datasets.api import router as datasets_api
-from app.errors import Conflict, Invalid, NotFound, TooLarge, Unavailable, WorkerFailed
+from app.errors import (
+    Conflict,
+    Invalid,
+    InvalidAll,
+    NotFound,
+    TooLarge,
+    Unavailable,
+    WorkerFailed,
+)
 from app.hub.api import router as hub_api
 from app.hub.views import router as hub_views
 from app.jobs.api import router as jobs_api
@@ -24,6 +32,8 @@ from app.jobs.views import router as jobs_views
 from app.limits import BodySizeLimit
 from app.openapi_docs import UNAUTHORIZED
 from app.security import SiteGuard
+from app.sweeps.api import router as sweeps_api
+from app.sweeps.views import router as sweeps_views
 from app.tryit.api import router as tryit_api
 from app.tryit.views import router as tryit_views
 
@@ -42,10 +52,12 @@ def create_app() -> FastAPI:
     app.include_router(tryit_api, dependencies=[ApiAuth], responses=UNAUTHORIZED)
     app.include_router(datasets_api, dependencies=[ApiAuth], responses=UNAUTHORIZED)
     app.include_router(hub_api, dependencies=[ApiAuth], responses=UNAUTHORIZED)
+    app.include_router(sweeps_api, dependencies=[ApiAuth], responses=UNAUTHORIZED)
     app.include_router(auth_views)
     app.include_router(jobs_views, dependencies=[Depends(require_page_user), Csrf])
     app.include_router(hub_views, dependencies=[Depends(require_page_user), Csrf])
     app.include_router(tryit_views, dependencies=[Depends(require_page_user), Csrf])
+    app.include_router(sweeps_views, dependencies=[Depends(require_page_user), Csrf])
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/healthz", tags=["health"])
@@ -61,6 +73,7 @@ def add_error_handlers(app: FastAPI) -> None:
                           (Unavailable, 503), (WorkerFailed, 500)):
         app.add_exception_handler(error, _plain(status))
     app.add_exception_handler(Invalid, _invalid)
+    app.add_exception_handler(InvalidAll, _invalid_all)
 
 
 def _plain(status: int) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
@@ -75,3 +88,11 @@ async def _invalid(request: Request, exc: Exception) -> JSONResponse:
     where = "query" if request.method in ("GET", "HEAD") else "body"
     return JSONResponse({"detail": [{"loc": [where, *exc.field.split(".")], "msg": exc.message,
                                      "type": "value_error"}]}, 422)
+
+
+async def _invalid_all(request: Request, exc: Exception) -> JSONResponse:
+    """422 with one entry per problem (a sweep's bad points), each naming its field."""
+    assert isinstance(exc, InvalidAll)
+    where = "query" if request.method in ("GET", "HEAD") else "body"
+    return JSONResponse({"detail": [{"loc": [where, *loc], "msg": message, "type": "value_error"}
+                                    for loc, message in exc.problems]}, 422)

@@ -13,8 +13,9 @@ from app.jobs.models import (
     MetricTile,
     Prediction,
 )
+from app.sweeps.models import Sweep
 
 __all__ = [
     "ApiToken", "Base", "Checkpoint", "Dataset", "HubPush", "Job", "JobAttempt", "JobStatus",
-    "MetricPoint", "MetricTile", "Prediction", "WebSession", "WorkerRequest",
+    "MetricPoint", "MetricTile", "Prediction", "Sweep", "WebSession", "WorkerRequest",
 ]

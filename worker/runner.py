@@ -240,11 +240,9 @@ def _finish(job_id: int, attempt: int, outcome: Outcome, reporter: DbReporter) -
     """Succeeded (or cancelled, when it stopped for a cancel), with predictions and the final
     checkpoint, if this attempt still holds the job: only it may end the job."""
     status = JobStatus.cancelled if outcome.cancelled else JobStatus.succeeded
-    end = lifecycle.cancel_ack if outcome.cancelled else lifecycle.finish
     final = outcome.final_metrics if outcome.final_dir is not None else None
     with session_scope() as session:
-        if reporter.lease_lost or not end(session, job_id, attempt, utcnow(),
-                                          outcome.global_step, final):
+        if reporter.lease_lost or not _end(session, job_id, attempt, outcome, final):
             return _lost(job_id, attempt)
         if outcome.final_dir is not None:
             store.replace_predictions(session, job_id, [
@@ -252,10 +250,20 @@ def _finish(job_id: int, attempt: int, outcome: Outcome, reporter: DbReporter) -
             evals = {k: v for k, v in outcome.final_metrics.items() if k.startswith("eval/")}
             for directory in outcome.final_dirs:  # `final`, and `final-merged` for LoRA
                 store.upsert_checkpoint(session, checkpoint_row(
-                    job_id, directory.name, outcome.global_step, directory, reporter.data_dir,
-                    evals))
+                    job_id, directory.name, outcome.final_step or outcome.global_step,
+                    directory, reporter.data_dir, evals))
     log.info("job %s %s at step %s", job_id, status, outcome.global_step)
     return status
+
+
+def _end(session: Session, job_id: int, attempt: int, outcome: Outcome,
+         final: dict[str, float] | None) -> bool:
+    """lifecycle.cancel_ack, or lifecycle.finish with where early stopping stopped."""
+    if outcome.cancelled:
+        return lifecycle.cancel_ack(session, job_id, attempt, utcnow(), outcome.global_step,
+                                    final)
+    return lifecycle.finish(session, job_id, attempt, utcnow(), outcome.global_step, final,
+                            stopped_early=outcome.stopped_early)
 
 
 def _fail(job_id: int, attempt: int, exc: BaseException, reporter: DbReporter) -> str:

@@ -12,7 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from transformers import Trainer, TrainingArguments, set_seed
+from transformers import (
+    EarlyStoppingCallback,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+    set_seed,
+)
 
 from worker import data as D
 from worker.callbacks import Reporter, StreamingCallback
@@ -35,6 +41,10 @@ class Outcome:
     # The saved models, each recorded as a checkpoint named after its directory (`final`,
     # and `final-merged` for a LoRA job); empty when the job was cancelled.
     final_dirs: list[Path] = field(default_factory=list)
+    # The step whose model `final` holds: the best checkpoint's with load_best_model_at_end.
+    final_step: int = 0
+    # Early stopping ended training before max_steps (JobOut.stopped_early's fields).
+    stopped_early: dict[str, Any] | None = None
 
     @property
     def final_dir(self) -> Path | None:
@@ -73,20 +83,26 @@ def train(spec: dict, source: D.Source, job_dir: Path, reporter: Reporter,
                         * max(1, args.world_size))
     callback = StreamingCallback(reporter, samples_per_step)
     card = context_of(spec, recipe.task, data)
+    callbacks: list[TrainerCallback] = [ModelCardCallback(card, reporter.notice), callback,
+                                        DiskSpaceCallback(reporter.notice)]
+    if spec.get("early_stopping"):
+        callbacks.append(EarlyStoppingCallback(
+            early_stopping_patience=spec["early_stopping"]["patience"],
+            early_stopping_threshold=spec["early_stopping"]["threshold"]))
     trainer = recipe.trainer(model=model, args=args, data=data, spec=spec,
                              collator=recipe.collator(spec, data),
-                             compute_metrics=compute_metrics,
-                             callbacks=[ModelCardCallback(card, reporter.notice), callback,
-                                        DiskSpaceCallback(reporter.notice)])
+                             compute_metrics=compute_metrics, callbacks=callbacks)
     result = trainer.train(resume_from_checkpoint=resume_from)
     step = trainer.state.global_step
     if callback.cancelled:
         return Outcome(cancelled=True, global_step=step)
     final = {f"train/{k}": float(v) for k, v in result.metrics.items()
              if isinstance(v, int | float)}
+    final_step = best_step(trainer) or step  # the loaded best model's step, else the last
     if data.eval is not None:
-        final.update(callback.eval_at.get(step) or _evaluate(trainer))
-    outcome = Outcome(cancelled=False, global_step=step, final_metrics=final, task=recipe.task)
+        final.update(callback.eval_at.get(final_step) or _evaluate(trainer))
+    outcome = Outcome(cancelled=False, global_step=step, final_metrics=final, task=recipe.task,
+                      final_step=final_step, stopped_early=stopped_early(trainer, spec))
     if data.predict_raw is not None:
         outcome.predictions, predict_metrics = recipe.predict(trainer, spec, data)
         final.update(predict_metrics)
@@ -94,6 +110,27 @@ def train(spec: dict, source: D.Source, job_dir: Path, reporter: Reporter,
     write_final_cards(card, outcome.final_dirs, step, final, trainer.state.log_history,
                       reporter.notice)
     return outcome
+
+
+def best_step(trainer: Trainer) -> int | None:
+    """The step of the model Trainer loaded at the end (load_best_model_at_end), if it did."""
+    best = trainer.state.best_model_checkpoint
+    if not (trainer.args.load_best_model_at_end and best):
+        return None
+    return int(Path(best).name.rsplit("-", 1)[-1])
+
+
+def stopped_early(trainer: Trainer, spec: dict) -> dict[str, Any] | None:
+    """Where early stopping ended training and which checkpoint `final` holds; None when the
+    job ran to max_steps (or has no early stopping)."""
+    state = trainer.state
+    step = best_step(trainer)
+    if not spec.get("early_stopping") or step is None or state.global_step >= state.max_steps:
+        return None
+    metric = str(trainer.args.metric_for_best_model).removeprefix("eval_")
+    return {"step": state.global_step, "best_step": step,
+            "best_checkpoint": Path(str(state.best_model_checkpoint)).name,
+            "metric": f"eval/{metric}", "best_metric": state.best_metric}
 
 
 def _evaluate(trainer: Trainer) -> dict[str, float]:

@@ -11,6 +11,8 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 from starlette.datastructures import ImmutableMultiDict
 
+from app.jobs.early_stopping import STOPPING_KEYS, EarlyStoppingSpec
+from app.jobs.presets import PRESET_TITLES, PRESETS
 from app.jobs.schemas import (
     DEFAULT_TASK,
     FAST_TRAINING,
@@ -65,6 +67,7 @@ CHOICES = {"schedulers": SCHEDULERS, "strategies": STRATEGIES, "metrics": METRIC
 REQUIRED = "This field is required."
 
 Values = dict[str, Any]
+__all__ = ["PRESETS", "PRESET_TITLES"]  # the presets fill this form (app/jobs/presets.py)
 
 
 class FormInvalid(Exception):
@@ -96,7 +99,9 @@ def values_for_spec(spec: dict[str, Any]) -> Values:
         "precision": ("bf16" if training.get("bf16") is True
                       else "fp16" if training.get("fp16") else "fp32"),
         "fast": "on" if spec.get("preset") == "fast" else "",
-        "advanced": advanced_text(training, fast=spec.get("preset") == "fast"),
+        "advanced": advanced_text(training, fast=spec.get("preset") == "fast",
+                                  stopping=bool(spec.get("early_stopping"))),
+        **_stopping_values(spec.get("early_stopping")),
     }
     values.update(TASK_VALUES.get(task, _text_values)(spec))
     merged = {**TrainingSpec().model_dump(), **training}
@@ -160,11 +165,20 @@ def values_for_task(values: Values, task: str) -> Values:
     return merged
 
 
-def advanced_text(training: dict[str, Any], fast: bool = False) -> str:
+def _stopping_values(stopping: dict[str, Any] | None) -> Values:
+    stopping = {**EarlyStoppingSpec().model_dump(), **(stopping or {})} if stopping else None
+    defaults = stopping or EarlyStoppingSpec().model_dump()
+    return {"early_stopping.on": "on" if stopping else "",
+            "early_stopping.patience": _text(defaults["patience"]),
+            "early_stopping.threshold": _text(defaults["threshold"]),
+            "early_stopping.metric": defaults["metric"] or ""}
+
+
+def advanced_text(training: dict[str, Any], fast: bool = False, stopping: bool = False) -> str:
     """The keys without a field of their own that differ from the defaults (the Fast preset's
-    where it is on), as YAML."""
+    where it is on; those early stopping sets where it is on), as YAML."""
     defaults = {**TrainingSpec().model_dump(), **(FAST_TRAINING if fast else {})}
-    skip = set(PLAIN_TRAINING) | set(PRECISION_KEYS)
+    skip = set(PLAIN_TRAINING) | set(PRECISION_KEYS) | (STOPPING_KEYS if stopping else set())
     extra = {k: v for k, v in training.items()
              if k not in skip and (k not in defaults or defaults[k] != v)}
     return yaml.safe_dump(extra, sort_keys=True) if extra else ""
@@ -179,73 +193,6 @@ def _text(value: Any) -> str:
 BLANK_SPEC: dict[str, Any] = {
     "model": "", "dataset": {"source": "hub", "path": "", "text_fields": ["text"],
                              "eval_split": "validation"}}
-_EPOCHS = {"eval_strategy": "epoch", "save_strategy": "epoch", "seed": 42}
-# The presets fill the form with a known-good recipe per task (Hub models and datasets).
-PRESETS: dict[str, dict[str, Any]] = {
-    "mrpc": {
-        "model": "bert-base-uncased",
-        "dataset": {"source": "hub", "path": "glue", "config": "mrpc", "train_split": "train",
-                    "eval_split": "validation", "text_fields": ["sentence1", "sentence2"],
-                    "label_field": "label"},
-        "max_length": 128,
-        "metrics": ["accuracy", "f1"],
-        "training": {"num_train_epochs": 3, "learning_rate": 2e-5,
-                     "per_device_train_batch_size": 8, "per_device_eval_batch_size": 8,
-                     **_EPOCHS},
-    },
-    "go-emotions": {
-        "task": "multi-label-classification", "model": "distilroberta-base",
-        "dataset": {"source": "hub", "path": "go_emotions", "config": "simplified",
-                    "train_split": "train", "eval_split": "validation", "test_split": "test",
-                    "text_fields": ["text"], "label_field": "labels"},
-        "threshold": 0.5, "max_length": 128,
-        "training": {"num_train_epochs": 3, "learning_rate": 5e-5,
-                     "per_device_train_batch_size": 32, "per_device_eval_batch_size": 64,
-                     **_EPOCHS},
-    },
-    "stsb": {
-        "task": "text-regression", "model": "bert-base-uncased",
-        "dataset": {"source": "hub", "path": "glue", "config": "stsb", "train_split": "train",
-                    "eval_split": "validation", "text_fields": ["sentence1", "sentence2"],
-                    "label_field": "label"},
-        "max_length": 128,
-        "training": {"num_train_epochs": 3, "learning_rate": 2e-5,
-                     "per_device_train_batch_size": 16, "per_device_eval_batch_size": 64,
-                     **_EPOCHS},
-    },
-    "conll2003": {
-        "task": "token-classification", "model": "bert-base-cased",
-        "dataset": {"source": "hub", "path": "conll2003", "train_split": "train",
-                    "eval_split": "validation", "test_split": "test",
-                    "tokens_field": "tokens", "tags_field": "ner_tags"},
-        "max_length": 128,
-        "training": {"num_train_epochs": 3, "learning_rate": 2e-5,
-                     "per_device_train_batch_size": 16, "per_device_eval_batch_size": 64,
-                     "weight_decay": 0.01, **_EPOCHS},
-    },
-    "smollm2-sft": {
-        "task": "causal-lm-sft", "model": "HuggingFaceTB/SmolLM2-135M-Instruct",
-        "dataset": {"source": "hub", "path": "HuggingFaceTB/smoltalk",
-                    "config": "everyday-conversations", "train_split": "train",
-                    "eval_split": "test[:50%]", "test_split": "test[50%:]",
-                    "messages_field": "messages"},
-        "max_length": 512,
-        "lora": {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"},
-        "generation": {"max_new_tokens": 128},
-        "training": {"num_train_epochs": 2, "learning_rate": 2e-4,
-                     "per_device_train_batch_size": 8, "per_device_eval_batch_size": 8,
-                     **_EPOCHS},
-    },
-}
-PRESET_TITLES = {
-    "mrpc": "Classic recipe: BERT on GLUE MRPC",
-    "go-emotions": "Multi-label: DistilRoBERTa on GoEmotions",
-    "stsb": "Regression: BERT on GLUE STS-B",
-    "conll2003": "NER: bert-base-cased on CoNLL-2003",
-    "smollm2-sft": "SFT: SmolLM2-135M-Instruct with LoRA",
-}
-
-
 def blank_values() -> Values:
     return values_for_spec(BLANK_SPEC)
 
@@ -299,6 +246,11 @@ def spec_data(values: Values, advanced: dict[str, Any]) -> dict[str, Any]:
             "max_length": get("max_length"), "metrics": values.get("metrics") or [],
             "dataset": data, "training": training}
     TASK_SPEC_DATA.get(task, _text_spec)(values, spec)
+    if values.get("early_stopping.on"):
+        spec["early_stopping"] = {
+            "patience": values.get("early_stopping.patience", ""),
+            "threshold": values.get("early_stopping.threshold", ""),
+            "metric": values.get("early_stopping.metric") or None}
     return spec
 
 

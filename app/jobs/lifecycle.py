@@ -94,9 +94,11 @@ def _changed(session: Session, stmt: Update) -> bool:
 
 # ---------------------------------------------------------------- queue and claim
 
-def queue(session: Session, name: str, spec: dict[str, Any], now: datetime) -> Job:
-    """A new job, queued (the only way a job row comes to be)."""
-    job = Job(name=name, spec=spec, status=Q, enqueued_at=now, latest_metrics={}, info=[])
+def queue(session: Session, name: str, spec: dict[str, Any], now: datetime, *,
+          sweep_id: int | None = None, sweep_values: dict[str, Any] | None = None) -> Job:
+    """A new job, queued (the only way a job row comes to be); a sweep's names its point."""
+    job = Job(name=name, spec=spec, status=Q, enqueued_at=now, latest_metrics={}, info=[],
+              sweep_id=sweep_id, sweep_values=sweep_values)
     session.add(job)
     session.flush()
     return job
@@ -201,9 +203,13 @@ def _after_note(message: str | None) -> ColumnElement[Any]:
 
 
 def finish(session: Session, job_id: int, attempt: int, now: datetime, global_step: int,
-           final_metrics: dict[str, float] | None = None) -> bool:
-    """Running -> succeeded, if attempt `attempt` still holds the job."""
-    extra = {} if final_metrics is None else {"final_metrics": final_metrics}
+           final_metrics: dict[str, float] | None = None, *,
+           stopped_early: dict[str, Any] | None = None) -> bool:
+    """Running -> succeeded, if attempt `attempt` still holds the job (`stopped_early`: where
+    early stopping ended it, worker/training.py)."""
+    extra: dict[str, Any] = {} if final_metrics is None else {"final_metrics": final_metrics}
+    if stopped_early is not None:
+        extra["stopped_early"] = stopped_early
     return _end("finish", session, job_id, attempt, now,
                 {"finished_at": now, "global_step": global_step, **extra}, outcome=S)
 

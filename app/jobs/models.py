@@ -21,6 +21,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db import Base, utcnow
+from app.sweeps.models import Sweep  # noqa: F401 - registers jobs.sweep_id's target table
 
 # BIGINT on PostgreSQL, INTEGER (rowid alias, autoincrement) on SQLite.
 BigId = BigInteger().with_variant(Integer, "sqlite")
@@ -75,6 +76,13 @@ class Job(Base):
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     enqueued_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # a sweep's job: the sweep and this job's point ({dotted key: value})
+    sweep_id: Mapped[int | None] = mapped_column(
+        ForeignKey("sweeps.id", ondelete="SET NULL"), index=True)
+    sweep_values: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # early stopping ended training before max_steps: {step, best_step, best_checkpoint,
+    # metric, best_metric} (worker/training.py); None otherwise
+    stopped_early: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     attempt_rows: Mapped[list[JobAttempt]] = relationship(
         back_populates="job", order_by="JobAttempt.number", cascade="all, delete-orphan"

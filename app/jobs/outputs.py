@@ -26,6 +26,16 @@ class JobError(BaseModel):
     hint: str | None
 
 
+class StoppedEarly(BaseModel):
+    """Early stopping ended training before max_steps; `final` holds the best checkpoint's model."""
+
+    step: int  # where training stopped
+    best_step: int
+    best_checkpoint: str
+    metric: str  # the series it watched, e.g. eval/loss
+    best_metric: float | None
+
+
 class AttemptOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -56,6 +66,9 @@ class JobOut(BaseModel):
     gpu_peak_memory_mb: float | None
     gpu_utilization: float | None
     attempts: int
+    sweep_id: int | None = None
+    sweep_values: dict[str, Any] | None = None  # this job's point of its sweep
+    stopped_early: StoppedEarly | None = None
 
 
 class JobPage(BaseModel):

@@ -39,7 +39,7 @@ JOB_OUT_COLUMNS = (
     "cancel_requested", "global_step", "max_steps", "epoch", "samples_per_second",
     "eta_seconds", "progress_at", "latest_metrics", "final_metrics", "label_names", "info",
     "gpu_peak_memory_mb", "gpu_utilization", "attempts", "error_type", "error_message",
-    "error_traceback", "error_hint",
+    "error_traceback", "error_hint", "sweep_id", "sweep_values", "stopped_early",
 )
 
 # The JSON API reads Core rows on an autocommit connection (db.read_only), no ORM objects,

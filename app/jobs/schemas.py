@@ -16,6 +16,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from app.jobs import early_stopping as stopping
+from app.jobs.early_stopping import EarlyStoppingSpec
 from app.jobs.training_args import (
     REFUSED_TRAINING_KEYS,
     RESERVED_TRAINING_KEYS,
@@ -228,8 +230,16 @@ class SpecBase(BaseModel):
     # On a CUDA out-of-memory: halve the batch, double the accumulation, resume (runner.py);
     # TUNEDECK_OOM_RETRY=false turns it off for the whole server.
     on_oom: Literal["retry", "fail"] = "retry"
+    # Stop when the eval metric stops improving; `final` is then the best checkpoint's model
+    # (app/jobs/early_stopping.py sets the TrainingArguments it needs).
+    early_stopping: EarlyStoppingSpec | None = None
 
     _expand = model_validator(mode="before")(expand_preset)
+
+    @model_validator(mode="after")
+    def _early_stopping(self) -> SpecBase:
+        stopping.apply(self)
+        return self
 
     def display_name(self) -> str:
         dataset = self.dataset
@@ -325,6 +335,8 @@ def untagged_errors(errors: Sequence[Any]) -> list[Any]:
         if error.get("type") in ("union_tag_invalid", "union_tag_not_found"):
             error["loc"] = (*tuple(error["loc"]), "task")
         error["loc"] = without_task_tag(error["loc"])
+        if error.get("type") == stopping.CONFLICT:  # a check across fields names its field
+            error["loc"] = (*error["loc"], *error["ctx"]["field"].split("."))
         out.append(error)
     return out
 

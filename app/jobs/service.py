@@ -21,11 +21,19 @@ from app.jobs.queue import enqueue_after_commit
 from app.jobs.schemas import DEFAULT_TASK, JobSpec
 
 
-def create_job(session: Session, spec: JobSpec, settings: Settings | None = None) -> Job:
+def check_spec(session: Session, spec: JobSpec, settings: Settings | None = None) -> None:
+    """What the spec's own validation cannot see: the uploaded dataset exists, local paths lie
+    under the allowed roots. Invalid (or OutsideLocalRoots) naming the field otherwise."""
     if spec.dataset.source == "upload" and session.get(Dataset, spec.dataset.path) is None:
         raise Invalid("dataset.path", f"no uploaded dataset with id {spec.dataset.path!r}")
     paths.confine(spec.model_dump(), paths.allowed_roots(session, settings or get_settings()))
-    job = lifecycle.queue(session, spec.display_name(), spec.model_dump(mode="json"), utcnow())
+
+
+def create_job(session: Session, spec: JobSpec, settings: Settings | None = None, *,
+               sweep_id: int | None = None, sweep_values: dict[str, Any] | None = None) -> Job:
+    check_spec(session, spec, settings)
+    job = lifecycle.queue(session, spec.display_name(), spec.model_dump(mode="json"), utcnow(),
+                          sweep_id=sweep_id, sweep_values=sweep_values)
     enqueue_after_commit(session, job.id)
     return job
 
@@ -62,7 +70,7 @@ def _progress(status: str, step: int | None, max_steps: int | None, epoch: float
 # The columns job_dict copies as they are; the others it groups (progress, error).
 _AS_IS = ("id", "name", "status", "spec", "created_at", "started_at", "finished_at",
           "cancel_requested", "final_metrics", "label_names", "gpu_peak_memory_mb",
-          "gpu_utilization", "attempts")
+          "gpu_utilization", "attempts", "sweep_id", "sweep_values", "stopped_early")
 
 
 def job_dict(c: dict[str, Any]) -> dict[str, Any]:

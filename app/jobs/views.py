@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from app.auth.deps import csrf_token
+from app.config import get_settings
 from app.datasets import service as datasets
 from app.datasets.models import Dataset
 from app.deps import JobDep, SessionDep, SettingsDep
@@ -19,6 +20,7 @@ from app.hub import service as hub
 from app.jobs import forms, repository, service
 from app.jobs.models import Job, JobStatus
 from app.jobs.outputs import PredictionPage, TokenPredictionOut
+from app.sweeps import forms as sweep_forms
 from app.templating import templates
 from app.tryit import service as tryit
 
@@ -106,7 +108,11 @@ async def submit_job(request: Request, session: SessionDep) -> Response:
 
 
 def _submit(request: Request, session: Session, values: forms.Values) -> Response:
+    """A job, or with the Sweep section's button a sweep of the form's spec."""
     try:
+        if values.get("launch") == "sweep":
+            sweep = sweep_forms.create_from_form(session, values, get_settings())
+            return RedirectResponse(f"/sweeps/{sweep.id}", status_code=303)
         job = service.create_job(session, forms.build_spec(values))
     except forms.FormInvalid as exc:
         return _form(request, session, values, exc.errors, status_code=422)

@@ -134,7 +134,7 @@
           points: {show: !name.startsWith("train/"), size: 5},
         }))),
       hooks: {
-        draw: [onDraw],
+        draw: [onDraw, drawStops],
         setSelect: [(u) => { if (u.select.width > 0) zoomed = true; }],
         setSeries: [(u, i) => { if (i) syncToggle(list[i - 1], u.series[i].show); }],
       },
@@ -142,6 +142,33 @@
     plot = new uPlot(opts, aligned(list), el);
     plotNames = list.join("\n");
     renderToggles(list);
+  }
+
+  // Early stopping: dashed lines at the step training stopped and at the best checkpoint's,
+  // from the status block's #stopped-early notice (which htmx refreshes when the job ends).
+  function drawStops(u) {
+    const notice = document.getElementById("stopped-early");
+    if (!notice) return;
+    const ratio = window.devicePixelRatio || 1;
+    const marks = [["best", notice.dataset.bestStep, "#047857"],
+                   ["stopped", notice.dataset.step, "#92400e"]];
+    const ctx = u.ctx;
+    for (const [label, step, color] of marks) {
+      const x = Math.round(u.valToPos(Number(step), "x", true));
+      if (!Number.isFinite(x)) continue;
+      ctx.save();
+      ctx.strokeStyle = ctx.fillStyle = color;
+      ctx.setLineDash([4 * ratio, 4 * ratio]);
+      ctx.lineWidth = ratio;
+      ctx.beginPath();
+      ctx.moveTo(x, u.bbox.top);
+      ctx.lineTo(x, u.bbox.top + u.bbox.height);
+      ctx.stroke();
+      ctx.font = `${11 * ratio}px sans-serif`;
+      ctx.fillText(`${label} ${step}`, x + 4 * ratio, u.bbox.top + (label === "best" ? 12 : 26) * ratio);
+      ctx.restore();
+    }
+    el.dataset.stops = marks.map((m) => m[1]).join(",");  // what was drawn, for the tests
   }
 
   function onDraw() {
@@ -247,6 +274,10 @@
       .catch((err) => { el.dataset.error = String(err); });
   }
 
+  // The status block swapped in at the end may carry the early-stopping marks.
+  document.addEventListener("htmx:afterSettle", (event) => {
+    if (plot && event.target && event.target.id === "job-status") plot.redraw(false, false);
+  });
   el.addEventListener("dblclick", () => { zoomed = false; });
   window.addEventListener("resize", () => {
     if (plot) plot.setSize({width: el.clientWidth, height: HEIGHT});

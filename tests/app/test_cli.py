@@ -16,7 +16,8 @@ from packaging.requirements import Requirement
 from tests.fixtures import REPO, child_env
 
 UNREACHABLE = "http://127.0.0.1:1"
-CLIENT_MODULES = {"app", "app.cli", "app.cli_remote", "app.client", "app.terminal_bar"}
+CLIENT_MODULES = {"app", "app.cli", "app.cli_remote", "app.cli_sweep", "app.client",
+                  "app.sweeps", "app.sweeps.grid", "app.terminal_bar"}
 BUDGET_SECONDS = 0.3
 # httpx imports these optional codecs and protocols when installed; its `cli` extra (click,
 # rich, pygments) too, except in the `tunedeck` process, where app/cli.py keeps it out.
@@ -97,13 +98,18 @@ def test_jobs_against_no_server_is_quick_says_why_and_creates_nothing(tmp_path):
     assert wall < BUDGET_SECONDS or load > 1.0, took
 
 
-def test_client_commands_import_only_httpx_and_the_standard_library(tmp_path):
+def test_client_commands_import_only_httpx_and_the_standard_library(tmp_path,
+                                                                     tmp_path_factory):
     stdlib = set(sys.stdlib_module_names) | {"app"}
     at_start = loaded_modules("pass", tmp_path)  # site's own (.pth files)
     cli = "import runpy\nrunpy.run_module('app.cli', run_name='__main__', alter_sys=True)"
+    spec = tmp_path_factory.mktemp("spec") / "spec.json"
+    spec.write_text('{"model": "m"}')
     for extras, statement, *argv in (
             (HTTPX_EXTRAS, cli, "jobs", "--url", UNREACHABLE),
             (HTTPX_EXTRAS, cli, "watch", "1", "--url", UNREACHABLE),
+            (HTTPX_EXTRAS, cli, "sweep", str(spec), "--grid", "training.seed=1,2", "--url",
+             UNREACHABLE),
             ((*HTTPX_EXTRAS, "cli"), "import app.client")):
         allowed = stdlib | httpx_closure(extras)
         modules = loaded_modules(statement, tmp_path, *argv)

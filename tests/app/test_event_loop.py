@@ -104,6 +104,12 @@ def every_route(job: int, pages: dict[str, str],
         made["dataset"] = response.json()["id"]
         return response
 
+    async def sweep(c: httpx.AsyncClient) -> httpx.Response:
+        response = await c.post("/api/v1/sweeps", json={"base": spec,
+                                                        "grid": {"training.seed": [1, 2]}})
+        made["sweep"] = str(response.json()["id"])
+        return response
+
     def get(path: str, **kw) -> Step:
         return lambda c: c.get(path, **kw)
 
@@ -134,6 +140,15 @@ def every_route(job: int, pages: dict[str, str],
         # Try it with an input the web refuses (422): no inference worker runs here.
         "POST /api/v1/jobs/{job_id}/checkpoints/{name}/predict":
             post(f"{api}/checkpoints/final/predict", json={"inputs": [{"text": ""}]}),
+        "POST /api/v1/sweeps": sweep,
+        "GET /api/v1/sweeps/{sweep_id}": lambda c: c.get(f"/api/v1/sweeps/{made['sweep']}"),
+        "POST /api/v1/sweeps/{sweep_id}/cancel":
+            lambda c: c.post(f"/api/v1/sweeps/{made['sweep']}/cancel"),
+        "GET /sweeps/{sweep_id}": lambda c: c.get(f"/sweeps/{made['sweep']}", headers=pages),
+        "GET /sweeps/{sweep_id}/leaderboard":
+            lambda c: c.get(f"/sweeps/{made['sweep']}/leaderboard", headers=pages),
+        "POST /sweeps/{sweep_id}/cancel":
+            lambda c: c.post(f"/sweeps/{made['sweep']}/cancel", headers=pages),
         "POST /api/v1/datasets": upload,
         "GET /api/v1/datasets": get("/api/v1/datasets"),
         "GET /api/v1/datasets/{dataset_id}":

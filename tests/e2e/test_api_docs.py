@@ -134,8 +134,12 @@ def env_for(ctx: dict, example: Example, job_id: int) -> dict[str, str]:
     if example.heading == "POST /api/v1/jobs/{id}/cancel":
         job = ctx["api"].post("/jobs", json=ctx["spec"]).json()["id"]
     dataset = upload(ctx)
+    sweep = ""
+    if "/sweeps/{id}" in example.heading:  # its jobs are cancelled after the example
+        sweep = str(ctx["api"].post("/sweeps", json={
+            "base": ctx["spec"], "grid": {"training.seed": [1, 2]}}).json()["id"])
     env = child_env({"TUNEDECK_URL": ctx["url"], "TUNEDECK_TOKEN": TOKEN,
-                     "JOB_ID": str(job), "DATASET_ID": dataset})
+                     "JOB_ID": str(job), "DATASET_ID": dataset, "SWEEP_ID": sweep})
     if "{push_id}" in example.heading:
         env["PUSH_ID"] = str(ctx["api"].post(f"/jobs/{job_id}/checkpoints/final/push",
                                              json={"repo_id": "docs-model"}).json()["id"])

@@ -165,3 +165,35 @@ def test_the_event_stream_is_usable_from_curl(server, watched):
 def test_the_token_never_reaches_the_server_log(server, watched):
     server.log.flush()
     assert TOKEN not in Path(server.log.name).read_text()
+
+
+def test_sweep_with_a_bad_point_queues_nothing(server, tiny_model, dataset, tmp_path):
+    path = write_spec(tmp_path / "spec.yaml", tiny_spec(tiny_model, dataset))
+    before = tunedeck(server, "jobs", "--limit", "200").stdout
+    done = tunedeck(server, "sweep", str(path), "--grid", "training.learning_rate=1e-3,3",
+                    "--grid", "training.per_device_train_batch_size=8")
+    assert done.returncode == 3 and done.stdout == ""
+    assert "HTTP 422: grid.training.learning_rate: point 2 of 2 (learning_rate=3, " \
+        "per_device_train_batch_size=8): training.learning_rate: Input should be less than " \
+        "or equal to 1" in done.stderr
+    assert tunedeck(server, "jobs", "--limit", "200").stdout == before
+
+
+@pytest.mark.slow
+def test_sweep_watch_prints_the_leaderboard_until_every_job_ends(server, tiny_model, dataset,
+                                                                  tmp_path):
+    path = write_spec(tmp_path / "spec.yaml", tiny_spec(tiny_model, dataset))
+    done = tunedeck(server, "sweep", str(path), "--grid", "training.learning_rate=1e-3,5e-3",
+                    "--metric", "accuracy", "--name", "cli-sweep", "--watch")
+    assert done.returncode == 0, done.stderr
+    sweep_id = int(done.stdout.split()[0])
+    assert f"sweep {sweep_id}: 2 jobs queued" in done.stderr
+    last = done.stdout.strip().split("\n\n")[-1].splitlines()
+    assert last[0].split() == ["RANK", "ID", "STATUS", "PROGRESS", "learning_rate",
+                               "eval/accuracy"]
+    rows = [row.split() for row in last[1:]]
+    assert [(r[0], r[2], r[3]) for r in rows] == [("1", "succeeded", "100%"),
+                                                 ("2", "succeeded", "100%")]
+    assert float(rows[0][5]) >= float(rows[1][5])  # best first
+    assert sorted(r[4] for r in rows) == ["0.001", "0.005"]
+    assert "best: job " in done.stderr and "learning_rate=" in done.stderr

@@ -30,7 +30,8 @@ def api_routes() -> set[tuple[str, str]]:
             if path.startswith("/api/") for method in operations}
 
 
-def calls(job_id: int, queued_id: int, dataset_id: str) -> dict[tuple[str, str], dict]:
+def calls(job_id: int, queued_id: int, dataset_id: str,
+          sweep_id: int) -> dict[tuple[str, str], dict]:
     """One working request per API route (a test fails when a route has none)."""
     job = f"/api/v1/jobs/{job_id}"
     csv = {"file": ("d.csv", b"text,label\nfine,1\nbad,0\n", "text/csv")}
@@ -47,6 +48,11 @@ def calls(job_id: int, queued_id: int, dataset_id: str) -> dict[tuple[str, str],
         ("GET", "/api/v1/jobs/{job_id}/checkpoints/{name}/download"): {
             "url": f"{job}/checkpoints/final/download"},
         ("GET", "/api/v1/jobs/{job_id}/predictions"): {"url": f"{job}/predictions"},
+        ("POST", "/api/v1/sweeps"): {"url": "/api/v1/sweeps", "ok": 201,
+                                     "json": {"base": SPEC, "grid": {"training.seed": [1]}}},
+        ("GET", "/api/v1/sweeps/{sweep_id}"): {"url": f"/api/v1/sweeps/{sweep_id}"},
+        ("POST", "/api/v1/sweeps/{sweep_id}/cancel"): {
+            "url": f"/api/v1/sweeps/{sweep_id}/cancel"},
         ("POST", "/api/v1/datasets"): {"url": "/api/v1/datasets", "files": csv, "ok": 201},
         ("GET", "/api/v1/datasets"): {"url": "/api/v1/datasets"},
         ("GET", "/api/v1/datasets/{dataset_id}"): {"url": f"/api/v1/datasets/{dataset_id}"},
@@ -65,7 +71,9 @@ def failures_allowed(settings_env, monkeypatch: pytest.MonkeyPatch) -> None:
 def route_calls(auth_client, finished_job) -> dict[tuple[str, str], dict]:
     response = auth_client.post("/api/v1/datasets", files={
         "file": ("d.csv", b"text,label\nfine,1\n", "text/csv")})
-    return calls(finished_job, make_job(), response.json()["id"])
+    sweep = auth_client.post("/api/v1/sweeps", json={"base": SPEC,
+                                                     "grid": {"training.seed": [1]}})
+    return calls(finished_job, make_job(), response.json()["id"], sweep.json()["id"])
 
 
 def send(client: TestClient, method: str, call: dict, headers: dict | None = None):

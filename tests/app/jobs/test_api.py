@@ -4,7 +4,6 @@ on both databases, and check the read path's retry and page totals."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from datetime import datetime
 
 import orjson
@@ -17,34 +16,7 @@ from app.jobs import service
 from app.jobs.models import Job, JobStatus
 from app.jobs.outputs import JobOut, JobPage
 from app.main import create_app
-from app.migrate import upgrade
 from tests.app.factories import SPEC, make_job
-from tests.fixtures import (
-    drop_postgres_database,
-    fresh_postgres_database,
-    postgres_available,
-    reset_caches,
-    service_missing,
-)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database(request, settings_env, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """The app's settings pointed at a freshly migrated database of each dialect."""
-    url = None
-    if request.param == "postgresql":
-        if not postgres_available():
-            service_missing("PostgreSQL is not reachable at 127.0.0.1:5432")
-        url = fresh_postgres_database()
-        monkeypatch.setenv("TUNEDECK_DATABASE_URL", url)
-        reset_caches()
-        upgrade(url)
-    yield request.param
-    db.get_engine().dispose()
-    db.get_read_engine().dispose()
-    reset_caches()
-    if url:
-        drop_postgres_database(url)
 
 
 def jobs_in_every_state() -> list[int]:
