@@ -48,6 +48,17 @@ def calls(job_id: int, queued_id: int, dataset_id: str,
         ("GET", "/api/v1/jobs/{job_id}/checkpoints/{name}/download"): {
             "url": f"{job}/checkpoints/final/download"},
         ("GET", "/api/v1/jobs/{job_id}/predictions"): {"url": f"{job}/predictions"},
+        # Past auth, these answer 404 (no such checkpoint or push) or 409 (this server has no
+        # Hub token): real answers need an inference worker or a Hub; they have their own tests.
+        ("POST", "/api/v1/jobs/{job_id}/checkpoints/{name}/predict"): {
+            "url": f"{job}/checkpoints/nope/predict", "json": {"inputs": [{"text": "x"}]},
+            "ok": 404},
+        ("POST", "/api/v1/jobs/{job_id}/checkpoints/{name}/push"): {
+            "url": f"{job}/checkpoints/nope/push", "json": {"repo_id": "me/model"},
+            "ok": 409},
+        ("GET", "/api/v1/jobs/{job_id}/pushes"): {"url": f"{job}/pushes"},
+        ("GET", "/api/v1/jobs/{job_id}/pushes/{push_id}"): {"url": f"{job}/pushes/999",
+                                                            "ok": 404},
         ("POST", "/api/v1/sweeps"): {"url": "/api/v1/sweeps", "ok": 201,
                                      "json": {"base": SPEC, "grid": {"training.seed": [1]}}},
         ("GET", "/api/v1/sweeps/{sweep_id}"): {"url": f"/api/v1/sweeps/{sweep_id}"},
