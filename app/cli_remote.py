@@ -1,5 +1,6 @@
-"""Commands that talk to a tunedeck server through app.client: submit, jobs, watch, download,
-predict, cancel, datasets. Server and token: --url/--token, else TUNEDECK_URL/TUNEDECK_TOKEN.
+"""Commands that talk to a tunedeck server through app.client: submit, preflight, jobs, watch,
+download, predict, cancel, datasets. Server and token: --url/--token, else
+TUNEDECK_URL/TUNEDECK_TOKEN.
 
 `watch` (and `submit --watch`) exit with 0 when the job succeeded, 1 when it failed,
 2 when it was cancelled and 3 when it could not be watched (server unreachable, auth, 404).
@@ -91,6 +92,59 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     state = "cancelled" if job["status"] == "cancelled" else "stops at its next step"
     say(f"job {job['id']} {state}")
     return 0
+
+
+# ---------------------------------------------------------------- preflight
+
+
+def cmd_preflight(args: argparse.Namespace) -> int:
+    """Print the data report (and with --measure the measured run); exit 1 when a warning is
+    an error (training would fail), else 0."""
+    spec = load_spec(args.spec)
+    with client_for(args) as client:
+        report = client.preflight(spec)
+        measured = client.measure(spec, args.steps) if args.measure else None
+    if args.json:
+        print(json.dumps({"report": report, "measure": measured}, indent=2))
+    else:
+        print(describe_report(report))
+        if measured:
+            print(describe_measure(measured))
+    return 1 if any(w["severity"] == "error" for w in report["warnings"]) else 0
+
+
+def describe_report(report: dict[str, Any]) -> str:
+    steps = report["steps"]
+    lines = [f"{'SPLIT':<22} {'ROWS':>7} {'P50':>5} {'P95':>5} {'MAX':>6} {'CUT':>6}  LABELS"]
+    for s in report["splits"]:
+        labels = s.get("labels") or {}
+        counts = ", ".join(f"{k}: {v}" for k, v in list((labels.get("counts") or {}).items())[:6])
+        if labels.get("kind") == "values" and labels.get("min") is not None:
+            counts = f"{labels['min']:.3g} .. {labels['max']:.3g}"
+        tokens = s["tokens"]
+        lines.append(f"{s['role'] + ' ' + s['split']:<22} {s['rows']:>7} {tokens['p50']:>5.0f} "
+                     f"{tokens['p95']:>5.0f} {tokens['max']:>6} "
+                     f"{s['truncated']['share'] * 100:>5.1f}%  {counts}")
+    lines.append(f"steps: {steps['steps_per_epoch']} per epoch, {steps['total_steps']} in all "
+                 f"(batch {steps['per_device_train_batch_size']} x accumulation "
+                 f"{steps['gradient_accumulation_steps']}; max_length {report['max_length']})")
+    for w in report["warnings"]:
+        lines.append(f"{w['severity']}: {w['message']}")
+    timing = report["timing"]
+    lines.append(f"({timing['rows']} rows in {timing['seconds']:.1f} s)")
+    return "\n".join(lines)
+
+
+def describe_measure(m: dict[str, Any]) -> str:
+    line = (f"measured on {m['device']}: {m['samples_per_second']:.1f} samples/s, peak memory "
+            f"{m['peak_memory_mb']:.0f} MB ({m['memory_kind']}), ETA of {m['total_steps']} "
+            f"steps: {clock(m['eta_seconds'])} (training only)")
+    search = m.get("batch_search")
+    if search and search.get("suggested_batch"):
+        line += (f"\nlargest batch that fits: {search['largest_fitting_batch']}; use "
+                 f"per_device_train_batch_size {search['suggested_batch']} with "
+                 f"gradient_accumulation_steps {search['suggested_accumulation']}")
+    return line
 
 
 # ---------------------------------------------------------------- watch
@@ -305,6 +359,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", help="override the spec's name")
     p.add_argument("--watch", action="store_true", help="then watch it (exit codes as watch)")
     p.set_defaults(func=guarded(cmd_submit, EXIT_UNWATCHABLE))
+
+    p = sub.add_parser("preflight", parents=common, help="check a spec's data before launch: "
+                       "rows, labels, token lengths, truncation, duplicates, steps, warnings")
+    p.add_argument("spec", help="SPEC.yaml, SPEC.json or - for stdin")
+    p.add_argument("--measure", action="store_true",
+                   help="also train ~20 real steps on the worker: samples/s, memory, ETA")
+    p.add_argument("--steps", type=int, default=20, help="steps to measure (default 20)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=guarded(cmd_preflight, 2))
 
     p = sub.add_parser("jobs", parents=common, help="list jobs, newest first")
     p.add_argument("--status", choices=["queued", "running", "succeeded", "failed",

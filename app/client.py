@@ -32,6 +32,9 @@ RECONNECTS = 5
 # worker, which may first load the checkpoint: wait longer than that for its answer.
 PREDICT_TIMEOUT = httpx.Timeout(10.0, read=120.0)
 TEXT_TASKS = ("text-classification", "multi-label-classification", "text-regression")
+# A little over the server's own waits (TUNEDECK_PREFLIGHT_TIMEOUT_SECONDS, ..._MEASURE_...).
+PREFLIGHT_TIMEOUT = httpx.Timeout(10.0, read=130.0)
+MEASURE_TIMEOUT = httpx.Timeout(10.0, read=610.0)
 
 
 class ApiError(Exception):
@@ -110,6 +113,15 @@ class Client:
     def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
         """Validate and queue a job; returns the job (422 names the bad field)."""
         return self._request("POST", "/jobs", json=spec)
+
+    def preflight(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """The data report of a spec, before anything is queued (422 names the bad field)."""
+        return self._request("POST", "/preflight", json=spec, timeout=PREFLIGHT_TIMEOUT)
+
+    def measure(self, spec: dict[str, Any], steps: int = 20) -> dict[str, Any]:
+        """Samples/s, peak memory and ETA from `steps` real optimizer steps of the spec."""
+        return self._request("POST", "/preflight/measure", json=spec,
+                             params={"steps": steps}, timeout=MEASURE_TIMEOUT)
 
     def jobs(self, status: str | None = None, page: int = 1, per_page: int = 20) -> dict:
         params = {"page": page, "per_page": per_page, **({"status": status} if status else {})}

@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     oom_retry: bool = True
     # How long the web waits for the inference worker (try it, pre-flight) before a 503.
     inference_timeout_seconds: float = Field(default=30.0, gt=0)
+    # Pre-flight reads and tokenizes the whole dataset (100k rows: seconds, a large Hub
+    # dataset's first download: longer); a measurement loads the model and trains ~20 steps.
+    preflight_timeout_seconds: float = Field(default=120.0, gt=0)
+    measure_timeout_seconds: float = Field(default=600.0, gt=0)
     # Requests the inference worker serves at once (threads sharing its loaded models).
     inference_threads: int = Field(default=4, ge=1, le=64)
     # Pushes to the Hugging Face Hub (worker/push.py) authenticate with this write token; the

@@ -31,6 +31,8 @@ from app.jobs.events import lifespan as event_streams
 from app.jobs.views import router as jobs_views
 from app.limits import BodySizeLimit
 from app.openapi_docs import UNAUTHORIZED
+from app.preflight.api import router as preflight_api
+from app.preflight.views import router as preflight_views
 from app.security import SiteGuard
 from app.sweeps.api import router as sweeps_api
 from app.sweeps.views import router as sweeps_views
@@ -53,7 +55,9 @@ def create_app() -> FastAPI:
     app.include_router(datasets_api, dependencies=[ApiAuth], responses=UNAUTHORIZED)
     app.include_router(hub_api, dependencies=[ApiAuth], responses=UNAUTHORIZED)
     app.include_router(sweeps_api, dependencies=[ApiAuth], responses=UNAUTHORIZED)
+    app.include_router(preflight_api, dependencies=[ApiAuth], responses=UNAUTHORIZED)
     app.include_router(auth_views)
+    app.include_router(preflight_views, dependencies=[Depends(require_page_user), Csrf])
     app.include_router(jobs_views, dependencies=[Depends(require_page_user), Csrf])
     app.include_router(hub_views, dependencies=[Depends(require_page_user), Csrf])
     app.include_router(tryit_views, dependencies=[Depends(require_page_user), Csrf])

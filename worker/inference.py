@@ -26,8 +26,9 @@ from app import db
 from app.config import get_settings
 from app.inference.models import DONE, FAILED, QUEUED, RUNNING, WorkerRequest
 from app.jobs.queue import INFER_TASK, INFERENCE_QUEUE, celery_config
-from worker import push, tryit
+from worker import preflight, push, tryit
 from worker.bad_input import BadInput
+from worker.preflight import measure
 
 log = logging.getLogger(__name__)
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
@@ -40,7 +41,8 @@ def ping(payload: dict[str, Any]) -> dict[str, Any]:
     return {"pong": True, "pid": os.getpid(), "echo": payload.get("echo")}
 
 
-HANDLERS: dict[str, Handler] = {"ping": ping, "predict": tryit.handle, "push": push.handle}
+HANDLERS: dict[str, Handler] = {"ping": ping, "predict": tryit.handle, "push": push.handle,
+                               "preflight": preflight.handle, "measure": measure.handle}
 
 
 def make_inference_app(broker_url: str | None = None) -> Celery:
