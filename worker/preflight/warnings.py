@@ -27,8 +27,10 @@ def ranked(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def suggest_length(p95: float, limit: int | None) -> int:
-    """p95 rounded up to a multiple of 32 (187 -> 192), at most the model's limit."""
-    wanted = max(32, math.ceil(p95 / 32) * 32)
+    """p95 rounded up to a multiple of 32 (187 -> 192), of 8 up to 64 (20 -> 24), at most
+    the model's limit."""
+    step = 8 if p95 <= 64 else 32
+    wanted = max(step, math.ceil(p95 / step) * step)
     return min(wanted, limit) if limit else wanted
 
 

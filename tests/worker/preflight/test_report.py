@@ -19,6 +19,7 @@ from tests.worker.recipes.test_causal_lm_sft import addition, built_trainer, mak
 from worker import data as D
 from worker.inference import BadInput
 from worker.preflight import handle
+from worker.preflight.warnings import suggest_length
 from worker.recipes import recipe_for
 
 MAX_LENGTH = 16
@@ -112,7 +113,8 @@ def test_text_classification_matches_the_tokenizer(settings_env, tiny_model, tmp
     cut = next(w for w in report["warnings"] if w["code"] == "truncated")
     p95 = float(np.percentile(expected, 95))
     assert f"cut at max_length {MAX_LENGTH}" in cut["message"]
-    assert f"p95 is {p95:.0f} tokens: try {max(32, math.ceil(p95 / 32) * 32)}" in cut["message"]
+    step = 8 if p95 <= 64 else 32
+    assert f"p95 is {p95:.0f} tokens: try {math.ceil(p95 / step) * step}" in cut["message"]
     assert {"leak", "empty_texts"} <= set(codes)
 
 
@@ -249,6 +251,12 @@ def test_a_bad_spec_names_its_field(settings_env, tiny_model, tmp_path, change, 
     with pytest.raises(BadInput) as caught:
         report_of(spec)
     assert caught.value.field == field
+
+
+@pytest.mark.parametrize(("p95", "limit", "suggested"),
+                         [(187, None, 192), (187.2, 512, 192), (20, None, 24), (600, 512, 512)])
+def test_the_suggested_max_length(p95, limit, suggested):
+    assert suggest_length(p95, limit) == suggested
 
 
 def test_a_single_class_is_an_error(settings_env, tiny_model, tmp_path):
