@@ -12,7 +12,8 @@ from app.preflight.service import DEFAULT_MEASURE_STEPS
 
 router = APIRouter(prefix="/api/v1/preflight", tags=["preflight"])
 
-ERRORS: Responses = {422: {"description": "The spec names a bad field (a missing split, column, model)"},
+ERRORS: Responses = {400: error("The body could not be decoded (not UTF-8 JSON)"),
+                     422: {"description": "The spec names a bad field (a missing split, column, model)"},
           503: error("No inference worker answered in time (start `tunedeck worker "
                      "--inference`, or `tunedeck serve`)")}
 

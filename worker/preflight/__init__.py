@@ -28,7 +28,7 @@ def handle(payload: dict[str, Any]) -> dict[str, Any]:
     spec = payload["spec"]
     task = spec.get("task") or "text-classification"
     reader = READERS[task]
-    spec = _confined(spec)
+    spec = confined_spec(spec)
     tokenizer = load_tokenizer(reader, spec["model"])
     splits = load_splits(spec, reader)
     loaded = time.perf_counter()
@@ -43,7 +43,7 @@ def handle(payload: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _confined(spec: dict[str, Any]) -> dict[str, Any]:
+def confined_spec(spec: dict[str, Any]) -> dict[str, Any]:
     try:
         return confined(spec, get_settings())
     except Exception as exc:  # OutsideLocalRoots: an Invalid naming its field

@@ -24,7 +24,7 @@ from transformers import TrainerCallback, set_seed
 
 from worker import data as D
 from worker.bad_input import BadInput
-from worker.preflight import _confined
+from worker.preflight import confined_spec
 from worker.preflight.report import steps as count_steps
 from worker.recipes import recipe_for
 from worker.recipes.base import TaskData
@@ -66,7 +66,7 @@ def handle(payload: dict[str, Any]) -> dict[str, Any]:
         raise BadInput("steps", f"steps must be between 1 and {MAX_STEPS}")
     with _LOCK:
         try:
-            return measure(_confined(payload["spec"]), steps)
+            return measure(confined_spec(payload["spec"]), steps)
         finally:
             gc.collect()
             if torch.cuda.is_available():
