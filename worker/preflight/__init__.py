@@ -32,8 +32,11 @@ def handle(payload: dict[str, Any]) -> dict[str, Any]:
     tokenizer = load_tokenizer(reader, spec["model"])
     splits = load_splits(spec, reader)
     loaded = time.perf_counter()
-    rows = {role: reader.rows(split, role, name, spec, tokenizer)
-            for role, (name, split) in splits.items()}
+    try:
+        rows = {role: reader.rows(split, role, name, spec, tokenizer)
+                for role, (name, split) in splits.items()}
+    except D.DataError as exc:  # a row training could not shape (an SFT row without text)
+        raise BadInput(_field_named(str(exc), spec["dataset"]), str(exc)) from exc
     tokenized = time.perf_counter()
     out = build(spec, task, rows, tokenizer, check_labels(task, splits["train"][1], spec))
     total_rows = sum(len(r.keys) for r in rows.values())
@@ -142,6 +145,15 @@ def build(spec: dict[str, Any], task: str, rows: dict[str, SplitRows], tokenizer
             "splits": splits,
             "duplicates": {"within_train": within_train, "across": dupes},
             "steps": steps, "warnings": W.ranked(found)}
+
+
+def _field_named(message: str, ds: dict[str, Any]) -> str:
+    """The spec field whose column a data error names, else the text field."""
+    for key in ("completion_field", "prompt_field", "messages_field", "tokens_field",
+                "tags_field", "label_field"):
+        if ds.get(key) and repr(ds[key]) in message:
+            return f"dataset.{key}"
+    return _text_field(ds)
 
 
 def _text_field(ds: dict[str, Any]) -> str:

@@ -91,6 +91,8 @@ def split_report(rows: SplitRows, kind: str, max_length: int,
     }
     if rows.prompt_lengths is not None:
         report["prompt_tokens"] = token_stats(rows.prompt_lengths)
+    if kind == TAGS:
+        report["misaligned_rows"] = rows.misaligned
     counts = label_counts(rows, kind)
     if kind in (CLASSES, MULTI, TAGS):
         report["labels"] = {"kind": kind, "distinct": len(counts),

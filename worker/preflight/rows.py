@@ -41,6 +41,7 @@ class SplitRows:
     # causal-lm-sft: tokens of the prompt (the completion starts after them)
     prompt_lengths: np.ndarray | None = None
     tag_counts: dict[str, int] = field(default_factory=dict)  # token-classification
+    misaligned: int = 0              # token-classification: rows whose tags and words differ
 
 
 def column(split: Dataset, name: str) -> list[Any]:
@@ -140,9 +141,10 @@ def tokens(split: Dataset, role: str, name: str, spec: dict, tokenizer: Any) -> 
         for tag in row or []:
             counts[tag] = counts.get(tag, 0) + 1
     missing = sum(1 for t in labels if not t)
+    misaligned = sum(1 for w, t in zip(words, labels, strict=True) if t and len(t) != len(w))
     return SplitRows(role, name, [" ".join(w) for w in words], lengths, labels,
                      empty_texts=sum(1 for w in words if not w), missing_labels=missing,
-                     labeled=missing < len(split), tag_counts=counts)
+                     labeled=missing < len(split), tag_counts=counts, misaligned=misaligned)
 
 
 # ---------------------------------------------------------------- causal-lm-sft

@@ -77,6 +77,11 @@ def label_warnings(split: dict[str, Any], task: str) -> list[dict[str, Any]]:
                            f"{unseen['rows']} {name} rows hold labels the train split never "
                            f"has ({shown}): training refuses them; add such rows to train or "
                            "drop them", unseen["rows"]))
+    if split.get("misaligned_rows"):
+        out.append(warning("error", "misaligned_tags", label_field,
+                           f"{split['misaligned_rows']} {name} rows have a tag count that "
+                           "differs from their word count: training refuses them",
+                           split["misaligned_rows"]))
     missing = split["missing_labels"]
     if missing and split["role"] != "test" and task != "multi-label-classification" \
             and task != "causal-lm-sft":

@@ -186,6 +186,7 @@ def test_regression_has_a_value_histogram(settings_env, tiny_model, tmp_path):
 def test_token_classification_counts_tags(settings_env, tiny_model, tmp_path):
     train, evaluation = ner_rows(40, seed=1), ner_rows(10, seed=2)
     evaluation[0]["ner_tags"][0] = "B-ORG"  # a tag train never has
+    evaluation[1]["ner_tags"] = evaluation[1]["ner_tags"] + ["O"]  # one tag too many
     write_jsonl(tmp_path / "ner" / "train.jsonl", train)
     write_jsonl(tmp_path / "ner" / "validation.jsonl", evaluation)
     spec = classification_spec(tiny_model, tmp_path / "ner")
@@ -201,8 +202,10 @@ def test_token_classification_counts_tags(settings_env, tiny_model, tmp_path):
     assert_tokens(train_split, lengths(tokenizer, [r["tokens"] for r in train],
                                        is_split_into_words=True))
     assert eval_split["unseen_labels"] == {"labels": ["B-ORG"], "rows": 1}
-    assert report["warnings"][0]["code"] == "unseen_labels"
-    assert report["warnings"][0]["field"] == "dataset.tags_field"
+    assert eval_split["misaligned_rows"] == 1
+    errors = [w for w in report["warnings"] if w["severity"] == "error"]
+    assert {w["code"] for w in errors} == {"unseen_labels", "misaligned_tags"}
+    assert {w["field"] for w in errors} == {"dataset.tags_field"}
 
 
 @pytest.mark.parametrize("chat", [False, True])
@@ -257,6 +260,15 @@ def test_a_bad_spec_names_its_field(settings_env, tiny_model, tmp_path, change, 
                          [(187, None, 192), (187.2, 512, 192), (20, None, 24), (600, 512, 512)])
 def test_the_suggested_max_length(p95, limit, suggested):
     assert suggest_length(p95, limit) == suggested
+
+
+def test_an_sft_row_without_a_completion_names_the_field(settings_env, tiny_llama, tmp_path):
+    root = make_data(tmp_path / "data")
+    write_jsonl(root / "validation.jsonl", [{"question": "Add 1 and 2.", "answer": ""}])
+    with pytest.raises(BadInput) as caught:
+        report_of(sft_spec(tiny_llama, root))
+    assert caught.value.field == "dataset.completion_field"
+    assert "row 0 of the validation split" in caught.value.message
 
 
 def test_a_single_class_is_an_error(settings_env, tiny_model, tmp_path):
