@@ -182,6 +182,13 @@ def every_route(job: int, pages: dict[str, str],
                                       headers=pages),
         "POST /jobs/{job_id}/try": post(f"/jobs/{job}/try", headers=pages,
                                         data={"checkpoint": "final", "field.text": ""}),
+        # Pre-flight with a spec the schema (or the form) refuses: no inference worker here.
+        "POST /api/v1/preflight": post("/api/v1/preflight", json={**spec, "max_length": 1}),
+        "POST /api/v1/preflight/measure":
+            post("/api/v1/preflight/measure", json={**spec, "max_length": 1}),
+        "POST /jobs/preflight": post("/jobs/preflight", headers=pages, data={"model": "m"}),
+        "POST /jobs/preflight/measure":
+            post("/jobs/preflight/measure", headers=pages, data={"model": "m"}),
         "POST /logout": lambda c: c.post("/logout", headers=logouts.pop()),
     }
 

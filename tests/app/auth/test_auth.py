@@ -64,6 +64,12 @@ def calls(job_id: int, queued_id: int, dataset_id: str,
         ("GET", "/api/v1/sweeps/{sweep_id}"): {"url": f"/api/v1/sweeps/{sweep_id}"},
         ("POST", "/api/v1/sweeps/{sweep_id}/cancel"): {
             "url": f"/api/v1/sweeps/{sweep_id}/cancel"},
+        # Past the token check a spec the schema refuses gets its 422 (no inference worker
+        # runs here to answer a valid one: tests/app/preflight/test_api.py starts one).
+        ("POST", "/api/v1/preflight"): {"url": "/api/v1/preflight", "ok": 422,
+                                        "json": {**SPEC, "max_length": 1}},
+        ("POST", "/api/v1/preflight/measure"): {"url": "/api/v1/preflight/measure", "ok": 422,
+                                                "json": {**SPEC, "max_length": 1}},
         ("POST", "/api/v1/datasets"): {"url": "/api/v1/datasets", "files": csv, "ok": 201},
         ("GET", "/api/v1/datasets"): {"url": "/api/v1/datasets"},
         ("GET", "/api/v1/datasets/{dataset_id}"): {"url": f"/api/v1/datasets/{dataset_id}"},
