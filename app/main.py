@@ -12,6 +12,8 @@ from fastapi.staticfiles import StaticFiles
 from app.auth.deps import ApiAuth, Csrf, require_page_user
 from app.auth.throttle import FailureLimiter
 from app.auth.views import router as auth_views
+from app.compare.api import router as compare_api
+from app.compare.views import router as compare_views
 from app.config import get_settings
 from app.datasets.api import router as datasets_api
 from app.errors import (
@@ -56,12 +58,14 @@ def create_app() -> FastAPI:
     app.include_router(hub_api, dependencies=[ApiAuth], responses=UNAUTHORIZED)
     app.include_router(sweeps_api, dependencies=[ApiAuth], responses=UNAUTHORIZED)
     app.include_router(preflight_api, dependencies=[ApiAuth], responses=UNAUTHORIZED)
+    app.include_router(compare_api, dependencies=[ApiAuth], responses=UNAUTHORIZED)
     app.include_router(auth_views)
     app.include_router(preflight_views, dependencies=[Depends(require_page_user), Csrf])
     app.include_router(jobs_views, dependencies=[Depends(require_page_user), Csrf])
     app.include_router(hub_views, dependencies=[Depends(require_page_user), Csrf])
     app.include_router(tryit_views, dependencies=[Depends(require_page_user), Csrf])
     app.include_router(sweeps_views, dependencies=[Depends(require_page_user), Csrf])
+    app.include_router(compare_views, dependencies=[Depends(require_page_user), Csrf])
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/healthz", tags=["health"])

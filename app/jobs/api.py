@@ -17,7 +17,7 @@ from app.jobs.archive import stream_snapshot
 from app.jobs.events import STREAMS_RETRY_AFTER, EventStream, hub_of
 from app.jobs.models import JobStatus
 from app.jobs.outputs import AttemptOut, CheckpointOut, JobOut, JobPage, MetricsOut, PredictionPage
-from app.jobs.schemas import JobSpec, untagged_errors
+from app.jobs.schemas import JobPatch, JobSpec, untagged_errors
 from app.openapi_docs import Responses, error
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
@@ -49,11 +49,13 @@ def submit_job(spec: JobSpec, session: SessionDep) -> JobOut:
 @router.get("", response_model=JobPage)
 async def list_jobs(
     status: JobStatus | None = None,
+    tag: Annotated[str | None, Query(min_length=1, max_length=50,
+                                     description="only jobs with this tag")] = None,
     page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
     per_page: Annotated[int, Query(ge=1, le=200)] = 20,
 ) -> Response:
     body = read_only(partial(service.job_page_json, status=status, page=page,
-                             per_page=per_page))
+                             per_page=per_page, tag=tag))
     return Response(body, media_type="application/json")
 
 
@@ -63,6 +65,16 @@ async def get_job(job_id: JobId) -> Response:
     if body is None:
         raise NotFound(f"job {job_id} not found")
     return Response(body, media_type="application/json")
+
+
+@router.patch("/{job_id}", response_model=JobOut,
+              responses={**ERRORS, 422: {"description": "A bad tag or too long a note"}})
+def annotate_job(job: JobDep, patch: JobPatch, session: SessionDep) -> JobOut:
+    """Replace the job's tags and/or note, in any state; `"note": null` clears the note."""
+    given = patch.model_fields_set
+    return service.to_out(service.annotate(
+        session, job, tags=patch.tags, note=patch.note,
+        clear_note="note" in given and patch.note is None))
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut,

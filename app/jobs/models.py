@@ -83,6 +83,9 @@ class Job(Base):
     # early stopping ended training before max_steps: {step, best_step, best_checkpoint,
     # metric, best_metric} (worker/training.py); None otherwise
     stopped_early: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # what a user keeps on the job (app/jobs/service.py annotate / set_tags), any time
+    tags: Mapped[list[str] | None] = mapped_column(JSON, default=list)
+    note: Mapped[str | None] = mapped_column(Text)
 
     attempt_rows: Mapped[list[JobAttempt]] = relationship(
         back_populates="job", order_by="JobAttempt.number", cascade="all, delete-orphan"

@@ -69,6 +69,8 @@ class JobOut(BaseModel):
     sweep_id: int | None = None
     sweep_values: dict[str, Any] | None = None  # this job's point of its sweep
     stopped_early: StoppedEarly | None = None
+    tags: list[str] = Field(description="free-text tags (PATCH the job to change them)")
+    note: str | None = Field(description="a free-text note (PATCH the job to change it)")
 
 
 class JobPage(BaseModel):

@@ -8,9 +8,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import JSON, Select, Text, bindparam, cast, func, select
+from sqlalchemy import JSON, Boolean, Select, Text, bindparam, cast, func, select
 from sqlalchemy.engine import Connection, Row
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.expression import FunctionElement
 
 from app.jobs.models import (
     Checkpoint,
@@ -26,11 +28,31 @@ def get_job(session: Session, job_id: int) -> Job | None:
 
 
 def list_jobs(
-    session: Session, *, status: str | None, offset: int, limit: int
+    session: Session, *, status: str | None, offset: int, limit: int, tag: str | None = None
 ) -> tuple[Sequence[Job], int]:
     """A page of jobs as ORM objects (the HTML pages), newest first, and the total."""
-    rows = session.scalars(_page(select(Job), status or None, offset, limit)).all()
-    return rows, count_jobs(session, status)
+    rows = session.scalars(_page(select(Job), status or None, offset, limit, tag or None)).all()
+    return rows, count_jobs(session, status, tag)
+
+
+class has_tag(FunctionElement):  # lower case: it reads as a SQL function
+    """`has_tag(jobs.tags, :tag)`: the job's JSON list of tags holds the tag."""
+
+    type = Boolean()
+    inherit_cache = True
+    name = "has_tag"
+
+
+@compiles(has_tag, "sqlite")
+def _has_tag_sqlite(element: has_tag, compiler: Any, **kw: Any) -> str:
+    tags, tag = (compiler.process(clause, **kw) for clause in element.clauses)
+    return f"EXISTS (SELECT 1 FROM json_each({tags}) WHERE json_each.value = {tag})"
+
+
+@compiles(has_tag, "postgresql")
+def _has_tag_postgresql(element: has_tag, compiler: Any, **kw: Any) -> str:
+    tags, tag = (compiler.process(clause, **kw) for clause in element.clauses)
+    return f"(CAST({tags} AS JSONB) @> jsonb_build_array(CAST({tag} AS TEXT)))"
 
 
 # What a JobOut is made of (service.job_dict() reads them by name).
@@ -39,7 +61,8 @@ JOB_OUT_COLUMNS = (
     "cancel_requested", "global_step", "max_steps", "epoch", "samples_per_second",
     "eta_seconds", "progress_at", "latest_metrics", "final_metrics", "label_names", "info",
     "gpu_peak_memory_mb", "gpu_utilization", "attempts", "error_type", "error_message",
-    "error_traceback", "error_hint", "sweep_id", "sweep_values", "stopped_early",
+    "error_traceback", "error_hint", "sweep_id", "sweep_values", "stopped_early", "tags",
+    "note",
 )
 
 # The JSON API reads Core rows on an autocommit connection (db.read_only), no ORM objects,
@@ -51,17 +74,28 @@ JSON_COLUMNS = tuple(name for name in JOB_OUT_COLUMNS if isinstance(_JOBS.c[name
 _OUT = [cast(column, Text).label(column.name) if isinstance(column.type, JSON) else column
         for column in (_JOBS.c[name] for name in JOB_OUT_COLUMNS)]
 _JOB_ROW = select(*_OUT).where(Job.id == bindparam("job_id"))
-_COUNT_ALL = select(func.count(Job.id))
-_COUNT_BY_STATUS = _COUNT_ALL.where(Job.status == bindparam("status"))
 
 
-def _rows(by_status: bool) -> Select:
+def _count(by_status: bool, by_tag: bool) -> Select:
+    query = select(func.count(Job.id))
+    if by_status:
+        query = query.where(Job.status == bindparam("status"))
+    if by_tag:
+        query = query.where(has_tag(Job.tags, bindparam("tag")))
+    return query
+
+
+# (by status, by tag) -> the statement
+_COUNTS = {(s, t): _count(s, t) for s in (False, True) for t in (False, True)}
+
+
+def _rows(by_status: bool, by_tag: bool) -> Select:
     """A page of JOB_OUT_COLUMNS, the total riding along as an uncorrelated scalar subquery
     (computed once; a window count would make the database read every matching row)."""
-    count = _COUNT_BY_STATUS if by_status else _COUNT_ALL
+    count = _COUNTS[by_status, by_tag]
     return _page(select(*_OUT, count.scalar_subquery().correlate(None).label("total")),
                  bindparam("status") if by_status else None, bindparam("offset"),
-                 bindparam("limit"))
+                 bindparam("limit"), bindparam("tag") if by_tag else None)
 
 
 def job_row(connection: Connection, job_id: int) -> Row | None:
@@ -70,28 +104,32 @@ def job_row(connection: Connection, job_id: int) -> Row | None:
 
 
 def list_job_rows(
-    connection: Connection, *, status: str | None, offset: int, limit: int
+    connection: Connection, *, status: str | None, offset: int, limit: int,
+    tag: str | None = None,
 ) -> tuple[Sequence[Row], int]:
     """list_jobs as rows of JOB_OUT_COLUMNS (JSON columns as text) and `total`; the total."""
-    rows = connection.execute(_ROWS_BY_STATUS if status else _ROWS_ALL,
-                              {"status": status, "offset": offset, "limit": limit}).all()
+    rows = connection.execute(_ROWS[bool(status), bool(tag)],
+                              {"status": status, "tag": tag, "offset": offset,
+                               "limit": limit}).all()
     if not rows:  # past the last page (or no jobs): the total needs its own query
-        return [], count_jobs(connection, status) if offset else 0
+        return [], count_jobs(connection, status, tag) if offset else 0
     return rows, rows[0].total
 
 
-def count_jobs(db: Session | Connection, status: str | None) -> int:
-    return db.scalar(_COUNT_BY_STATUS if status else _COUNT_ALL, {"status": status}) or 0
+def count_jobs(db: Session | Connection, status: str | None, tag: str | None = None) -> int:
+    return db.scalar(_COUNTS[bool(status), bool(tag)], {"status": status, "tag": tag}) or 0
 
 
-def _page(query: Select, status: Any, offset: Any, limit: Any) -> Select:
-    """Newest first; status, offset and limit are values or bind parameters."""
+def _page(query: Select, status: Any, offset: Any, limit: Any, tag: Any = None) -> Select:
+    """Newest first; status, tag, offset and limit are values or bind parameters."""
     if status is not None:
         query = query.where(Job.status == status)
+    if tag is not None:
+        query = query.where(has_tag(Job.tags, tag))
     return query.order_by(Job.id.desc()).offset(offset).limit(limit)
 
 
-_ROWS_ALL, _ROWS_BY_STATUS = _rows(False), _rows(True)
+_ROWS = {(s, t): _rows(s, t) for s in (False, True) for t in (False, True)}
 
 
 def metric_points_after_id(

@@ -373,3 +373,13 @@ def _line(error: dict[str, Any]) -> Any:
     """A ValidationError line from one of its errors (the message kept as it was)."""
     return {"type": PydanticCustomError(error["type"], error["msg"]), "loc": error["loc"],
             "input": error.get("input")}
+
+
+class JobPatch(BaseModel):
+    """PATCH /api/v1/jobs/{id}: what is given is replaced; `"note": null` clears the note."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tags: list[str] | None = Field(default=None, max_length=100,
+                                   description="the job's tags, all of them")
+    note: str | None = Field(default=None, max_length=10_000)

@@ -2,6 +2,7 @@
 app/jobs/lifecycle.py's. No commits here (the boundary commits)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -13,7 +14,7 @@ from app import paths
 from app.config import Settings, get_settings
 from app.datasets.models import Dataset
 from app.db import loads_json, utcnow
-from app.errors import Conflict, Invalid
+from app.errors import Conflict, Invalid, NotFound
 from app.jobs import lifecycle, repository
 from app.jobs.models import Job, JobStatus
 from app.jobs.outputs import PREDICTION_MODELS, JobOut, PredictionOut, PredictionPage, Progress
@@ -45,6 +46,56 @@ def cancel_job(session: Session, job: Job) -> Job:
         session.refresh(job)
         raise Conflict(f"job {job.id} already {job.status}")
     session.refresh(job)
+    return job
+
+
+# ---------------------------------------------------------------- tags and note
+
+MAX_TAGS = 20
+MAX_TAG_LENGTH = 50
+MAX_NOTE_LENGTH = 10_000
+
+
+def clean_tags(tags: Sequence[str], field: str = "tags") -> list[str]:
+    """Tags stripped, duplicates dropped (first kept, in order); Invalid(field) names a bad one.
+
+    A tag is 1-50 characters with no comma (the form and the CLI split on commas) and no
+    control character."""
+    kept: list[str] = []
+    for i, raw in enumerate(tags):
+        tag = raw.strip() if isinstance(raw, str) else ""
+        if not tag or len(tag) > MAX_TAG_LENGTH:
+            raise Invalid(f"{field}.{i}", f"a tag is 1 to {MAX_TAG_LENGTH} characters")
+        if "," in tag or any(ord(c) < 32 or ord(c) == 127 for c in tag):
+            raise Invalid(f"{field}.{i}", "a tag holds no comma and no control character")
+        if tag not in kept:
+            kept.append(tag)
+    if len(kept) > MAX_TAGS:
+        raise Invalid(field, f"at most {MAX_TAGS} tags per job")
+    return kept
+
+
+def set_tags(session: Session, job_id: int, tags: Sequence[str]) -> list[str]:
+    """Replace a job's tags (cleaned as clean_tags does); for callers that make jobs, such as
+    sweeps tagging theirs. No commit (the caller's unit of work commits)."""
+    job = session.get(Job, job_id)
+    if job is None:
+        raise NotFound(f"job {job_id} not found")
+    job.tags = clean_tags(tags)
+    return job.tags
+
+
+def annotate(session: Session, job: Job, *, tags: Sequence[str] | None = None,
+             note: str | None = None, clear_note: bool = False) -> Job:
+    """Set what is given of a job's tags and note, in any state (finished jobs too)."""
+    if tags is not None:
+        job.tags = clean_tags(tags)
+    if note is not None or clear_note:
+        text = (note or "").strip()
+        if len(text) > MAX_NOTE_LENGTH:
+            raise Invalid("note", f"at most {MAX_NOTE_LENGTH:,} characters")
+        job.note = text or None
+    session.flush()
     return job
 
 
@@ -88,7 +139,8 @@ def job_dict(c: dict[str, Any]) -> dict[str, Any]:
     out.update(
         progress=_progress(c["status"], c["global_step"], c["max_steps"], c["epoch"],
                            c["samples_per_second"], c["eta_seconds"], c["progress_at"]),
-        latest_metrics=c["latest_metrics"] or {}, info=c["info"] or [], error=error)
+        latest_metrics=c["latest_metrics"] or {}, info=c["info"] or [], error=error,
+        tags=c["tags"] or [], note=c["note"])
     return out
 
 
@@ -106,9 +158,9 @@ def job_json(connection: Connection, job_id: int) -> bytes | None:
 
 
 def job_page_json(connection: Connection, *, status: str | None, page: int,
-                  per_page: int) -> bytes:
+                  per_page: int, tag: str | None = None) -> bytes:
     rows, total = repository.list_job_rows(
-        connection, status=status, offset=(page - 1) * per_page, limit=per_page
+        connection, status=status, offset=(page - 1) * per_page, limit=per_page, tag=tag
     )
     return orjson.dumps({"items": [_text_row_dict(row) for row in rows], "total": total,
                          "page": page, "per_page": per_page})

@@ -18,6 +18,7 @@ from app.deps import JobDep, SessionDep, SettingsDep
 from app.errors import Conflict, Invalid, NotFound, TooLarge
 from app.hub import service as hub
 from app.jobs import forms, repository, service
+from app.jobs.iob import iob_spans
 from app.jobs.models import Job, JobStatus
 from app.jobs.outputs import PredictionPage, TokenPredictionOut
 from app.sweeps import forms as sweep_forms
@@ -44,25 +45,28 @@ def home() -> RedirectResponse:
     return RedirectResponse("/jobs", status_code=303)
 
 
+Tag = Annotated[str, Query(max_length=50)]
+
+
 @router.get("/jobs")
 def job_list(request: Request, session: SessionDep, page: Page = 1,
-             status: JobStatus | None = None) -> HTMLResponse:
-    return render(request, "jobs/index.html", **_table(session, page, status))
+             status: JobStatus | None = None, tag: Tag = "") -> HTMLResponse:
+    return render(request, "jobs/index.html", **_table(session, page, status, tag))
 
 
 @router.get("/jobs/table")
 def job_table(request: Request, session: SessionDep, page: Page = 1,
-              status: JobStatus | None = None) -> HTMLResponse:
-    return render(request, "jobs/_table.html", **_table(session, page, status))
+              status: JobStatus | None = None, tag: Tag = "") -> HTMLResponse:
+    return render(request, "jobs/_table.html", **_table(session, page, status, tag))
 
 
-def _table(session: Session, page: int, status: JobStatus | None) -> dict[str, Any]:
+def _table(session: Session, page: int, status: JobStatus | None, tag: str) -> dict[str, Any]:
     jobs, total = repository.list_jobs(session, status=status, offset=(page - 1) * PER_PAGE,
-                                       limit=PER_PAGE)
+                                       limit=PER_PAGE, tag=tag.strip() or None)
     pages = max(1, -(-total // PER_PAGE))
     return {"jobs": jobs, "total": total, "page": page, "pages": pages, "status": status,
             "statuses": list(JobStatus), "progress_of": service.progress_of,
-            "headline": headline}
+            "headline": headline, "tag": tag.strip()}
 
 
 def headline(job: Job) -> dict[str, tuple[str, float] | None]:
@@ -177,6 +181,27 @@ def job_page(request: Request, job: JobDep, session: SessionDep,
                   spec_yaml=yaml.safe_dump(job.spec, sort_keys=False))
 
 
+@router.post("/jobs/{job_id}/annotations")
+async def annotate_job(request: Request, job: JobDep, session: SessionDep) -> HTMLResponse:
+    """The job page's tags (comma-separated) and note; async only to read the form."""
+    form = await request.form()
+    tags = [t for t in str(form.get("tags") or "").split(",") if t.strip()]
+    return await run_in_threadpool(_annotate, request, session, job, tags,
+                                   str(form.get("note") or ""))
+
+
+def _annotate(request: Request, session: Session, job: Job, tags: list[str],
+              note: str) -> HTMLResponse:
+    try:
+        service.annotate(session, job, tags=tags, note=note, clear_note=True)
+    except Invalid as exc:
+        session.rollback()
+        session.refresh(job)
+        return render(request, "jobs/_annotations.html", 422, job=job, annotation_error=exc.message,
+                      typed={"tags": ", ".join(tags), "note": note})
+    return render(request, "jobs/_annotations.html", job=job, saved=True)
+
+
 @router.get("/jobs/{job_id}/status")
 def job_status(request: Request, job: JobDep) -> HTMLResponse:
     return render(request, "jobs/_status.html", **_status(job))
@@ -246,21 +271,6 @@ def _regression_points(session: Session, job: Job) -> list[list[float]]:
     """[true values, predicted values] of the job's labelled rows, sorted by true value."""
     pairs = sorted(repository.regression_pairs(session, job.id, SCATTER_POINTS))
     return [[t for t, _ in pairs], [p for _, p in pairs]]
-
-
-def iob_spans(tags: list[str]) -> list[tuple[str, int, int]]:
-    """(type, start, end) of each entity in IOB2 tags; an I- that continues nothing starts one,
-    as seqeval reads it."""
-    spans: list[tuple[str, int, int]] = []
-    current: list[Any] | None = None
-    for i, tag in enumerate([*tags, "O"]):
-        prefix, _, kind = tag.partition("-")
-        if current and (prefix != "I" or kind != current[0]):
-            spans.append((current[0], current[1], i))
-            current = None
-        if prefix in ("B", "I") and current is None:
-            current = [kind, i]
-    return spans
 
 
 def sentence_segments(tokens: list[str], spans: list[tuple[str, int, int]],

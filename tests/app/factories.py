@@ -48,3 +48,23 @@ def make_finished_job(data_dir: Path, metric_points: int = 5) -> int:
                                    probabilities={"neg": 0.4, "pos": 0.6}, correct=bool(i % 2))
                         for i in range(4))
     return job_id
+
+
+def add_points(job_id: int, name: str, values: list[float], first_step: int = 1) -> None:
+    """One series through the worker's own write (store.upsert_metric_points), tiles too."""
+    from app.jobs import store
+
+    rows = [{"job_id": job_id, "name": name, "step": first_step + i, "value": v, "epoch": None}
+            for i, v in enumerate(values)]
+    with session_scope() as session:
+        store.upsert_metric_points(session, rows)
+
+
+def add_predictions(job_id: int, task: str, rows: list[dict]) -> None:
+    """Prediction rows in the task's shape (DESIGN.md "Tasks"), stored as the worker does."""
+    from app.jobs import store
+    from app.jobs.models import prediction_columns
+
+    with session_scope() as session:
+        store.replace_predictions(session, job_id, [prediction_columns(job_id, task, row)
+                                                    for row in rows])
