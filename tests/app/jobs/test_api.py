@@ -33,7 +33,7 @@ def jobs_in_every_state() -> list[int]:
                  global_step=120, max_steps=120, epoch=3.0,
                  final_metrics={"eval/accuracy": 0.75, "eval/f1": 0.8},
                  label_names=["négatif", "positif"], info=["newly initialized: classifier"],
-                 attempts=2),
+                 attempts=2, tags=["baseline", "ünï \"q\""], note="lr too high?\nretry"),
         make_job(JobStatus.failed, started_at=now, finished_at=now,
                  error_type="KeyError", error_message="column 'text' not in the dataset",
                  error_traceback="Traceback ...\nKeyError: 'text'", error_hint="pick a column",
