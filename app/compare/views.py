@@ -25,8 +25,10 @@ Direction = Literal["all", "fixed", "broken"]
 
 
 def job_ids(jobs: list[str]) -> list[int]:
-    """`jobs=1,2,3` or the job list's checkboxes (`jobs=1&jobs=2`)."""
-    return service.parse_ids(",".join(jobs))
+    """`jobs=3,1,2` in that order (the first is the baseline), or the job list's checkboxes
+    (`jobs=3&jobs=1`, newest first as the list shows them) oldest first."""
+    ids = service.parse_ids(",".join(jobs))
+    return sorted(ids) if len(jobs) > 1 else ids
 
 
 @router.get("/compare")

@@ -14,6 +14,8 @@
   const POLL_MS = 2000;
   const CHARTED = /^(train\/loss|eval\/.+|train\/learning_rate)$/;
   const NOT_CHARTED = /(runtime|per_second|flos|\/epoch$)/;
+  const STEP_INCRS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5,
+                      2e5, 5e5, 1e6, 2e6, 5e6];  // whole steps only on the x axis
   const data = new Map(jobs.map((j) => [j.id, new Map()]));   // job -> name -> Map(step -> value)
   const plots = {};
   const finished = new Set();
@@ -66,7 +68,7 @@
     const opts = {
       width: holder.clientWidth || 560, height: HEIGHT, scales: {x: {time: false}},
       cursor: {drag: {x: true, y: false}},
-      axes: [{label: "step"}, {size: 60}],
+      axes: [{label: "step", incrs: STEP_INCRS}, {size: 60}],
       series: [{label: "step"}].concat(jobs.map((job) => ({
         label: `#${job.id} ${job.name}`, stroke: job.color, width: 1.5, spanGaps: true,
         value: (u, v) => fmt(v), points: {show: !name.startsWith("train/"), size: 5},
