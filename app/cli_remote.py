@@ -1,5 +1,5 @@
-"""Commands that talk to a tunedeck server through app.client: submit, preflight, jobs, watch,
-download, predict, cancel, datasets. Server and token: --url/--token, else
+"""Commands that talk to a tunedeck server through app.client: submit, preflight, jobs,
+compare, watch, download, predict, cancel, datasets. Server and token: --url/--token, else
 TUNEDECK_URL/TUNEDECK_TOKEN.
 
 `watch` (and `submit --watch`) exit with 0 when the job succeeded, 1 when it failed,
@@ -67,7 +67,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 def cmd_jobs(args: argparse.Namespace) -> int:
     with client_for(args) as client:
-        page = client.jobs(status=args.status, per_page=args.limit)
+        page = client.jobs(status=args.status, per_page=args.limit, tag=args.tag)
     print(f"{'ID':>5}  {'STATUS':<10} {'PROGRESS':>8}  {'METRIC':<22} {'CREATED':<16}  NAME")
     for job in page["items"]:
         print(job_row(job))
@@ -145,6 +145,49 @@ def describe_measure(m: dict[str, Any]) -> str:
                  f"per_device_train_batch_size {search['suggested_batch']} with "
                  f"gradient_accumulation_steps {search['suggested_accumulation']}")
     return line
+def cmd_compare(args: argparse.Namespace) -> int:
+    with client_for(args) as client:
+        body = client.compare(args.job_ids, max_points=4)  # the table needs no curves
+    print("\n".join(compare_lines(body)))
+    return 0
+
+
+def compare_lines(body: dict[str, Any]) -> list[str]:
+    """Final metrics side by side (* best), the spec keys that differ, the flips' count."""
+    ids = [str(job["id"]) for job in body["jobs"]]
+    names = sorted({n for m in body["final_metrics"].values() for n in m or {}
+                    if not n.endswith(("runtime", "per_second", "flos", "epoch"))})
+    width = max([len(n) for n in [*names, *body["spec_diff"]]] + [14])
+    lines = [f"{'':<{width}}" + "".join(f"{'#' + i:>14}" for i in ids)]
+    lines += [f"{'':<{width}}" + "".join(f"{job['name'][:13]:>14}" for job in body["jobs"])]
+    for name in names:
+        best = {str(i) for i in body["best"].get(name, [])}
+        cells = [cell((body["final_metrics"][i] or {}).get(name), i in best) for i in ids]
+        lines.append(f"{name:<{width}}" + "".join(cells))
+    if body["spec_diff"]:
+        lines += ["", "spec differences:"]
+        for key, values in body["spec_diff"].items():
+            cells = [f"{short(values[i]) if i in values else '-':>14}" for i in ids]
+            lines.append(f"{key:<{width}}" + "".join(cells))
+    flips = body["flips"]
+    lines.append("")
+    if flips["comparable"]:
+        lines.append(f"flips on {flips['split']} ({flips['rows']} rows, against #{ids[0]}): "
+                     f"{flips['flipped']} flipped, {flips['fixed']} fixed, "
+                     f"{flips['broken']} broken")
+    else:
+        lines.append(f"no flipped examples: {flips['reason']}")
+    return lines
+
+
+def cell(value: Any, best: bool) -> str:
+    shown = "-" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+    return f"{('*' if best else '') + shown:>14}"
+
+
+def short(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else value
+    return text if len(text) <= 13 else text[:12] + "…"
 
 
 # ---------------------------------------------------------------- watch
@@ -373,7 +416,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--status", choices=["queued", "running", "succeeded", "failed",
                                         "cancelled"])
     p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--tag", help="only jobs with this tag")
     p.set_defaults(func=guarded(cmd_jobs))
+
+    p = sub.add_parser("compare", parents=common, help="final metrics side by side (* best), "
+                       "the spec keys that differ and the flipped predictions' count")
+    p.add_argument("job_ids", type=int, nargs="+", metavar="ID", help="2 to 12 job ids; the "
+                   "first is the baseline")
+    p.set_defaults(func=guarded(cmd_compare))
 
     p = sub.add_parser("watch", parents=common, help="live progress until the job ends; exit "
                        "0 succeeded, 1 failed, 2 cancelled, 3 could not watch")

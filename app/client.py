@@ -123,9 +123,31 @@ class Client:
         return self._request("POST", "/preflight/measure", json=spec,
                              params={"steps": steps}, timeout=MEASURE_TIMEOUT)
 
-    def jobs(self, status: str | None = None, page: int = 1, per_page: int = 20) -> dict:
-        params = {"page": page, "per_page": per_page, **({"status": status} if status else {})}
+    def jobs(self, status: str | None = None, page: int = 1, per_page: int = 20,
+             tag: str | None = None) -> dict:
+        params = {"page": page, "per_page": per_page, **({"status": status} if status else {}),
+                  **({"tag": tag} if tag else {})}
         return self._request("GET", "/jobs", params=params)
+
+    def annotate(self, job_id: int, *, tags: list[str] | None = None,
+                 note: str | None = None) -> dict[str, Any]:
+        """Replace the job's tags and/or note (any state); note="" clears it."""
+        body: dict[str, Any] = {"tags": tags} if tags is not None else {}
+        if note is not None:
+            body["note"] = note or None
+        return self._request("PATCH", f"/jobs/{int(job_id)}", json=body)
+
+    def compare(self, job_ids: list[int], max_points: int = 2000) -> dict[str, Any]:
+        """spec_diff, final_metrics, best, series per job and the flips' summary."""
+        return self._request("GET", "/compare", params={
+            "jobs": ",".join(str(int(i)) for i in job_ids), "max_points": max_points})
+
+    def flips(self, job_ids: list[int], *, direction: str = "all", label: str | None = None,
+              page: int = 1, per_page: int = 20) -> dict[str, Any]:
+        """Rows right in one job and wrong in another; fixed/broken against the first job."""
+        params = {"jobs": ",".join(str(int(i)) for i in job_ids), "direction": direction,
+                  "page": page, "per_page": per_page, **({"label": label} if label else {})}
+        return self._request("GET", "/compare/flips", params=params)
 
     def job(self, job_id: int) -> dict[str, Any]:
         return self._request("GET", f"/jobs/{int(job_id)}")

@@ -108,3 +108,30 @@ def test_flipped_examples_table_and_filter(web, page) -> None:
     page.select_option('#flip-filters select[name="label"]', "neg")
     page.wait_for_function("document.querySelectorAll('#flip-rows tbody tr').length === 1")
     assert page.locator("#flip-rows tbody tr").first.get_attribute("data-row") == "5"
+
+
+def test_the_cli_and_the_client_compare_and_tag(web) -> None:
+    import subprocess
+    import sys
+
+    from app.client import Client
+    from tests.fixtures import REPO, child_env
+
+    a, b, c = three_jobs()
+    done = subprocess.run([sys.executable, "-m", "app.cli", "compare", str(a), str(b), str(c),
+                           "--url", web.url], cwd=REPO, env=child_env({}), capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    accuracy = next(line for line in lines if line.startswith("eval/accuracy"))
+    assert accuracy.split()[1:] == ["0.5000", "*0.8300", "0.6700"]
+    diff = next(line for line in lines if line.startswith("training.learning_rate"))
+    assert diff.split()[1:] == ["1e-05", "3e-05", "0.0001"]
+    assert lines[-1] == f"no flipped examples: job {c} has no predictions yet (running)"
+
+    with Client(web.url) as client:
+        assert client.annotate(a, tags=["lr-sweep"], note="baseline")["note"] == "baseline"
+        assert [job["id"] for job in client.jobs(tag="lr-sweep")["items"]] == [a]
+        flips = client.flips([a, b], direction="broken")
+        assert [row["row"] for row in flips["items"]] == [1]
+        assert client.compare([a, b], max_points=4)["flips"]["flipped"] == 3
