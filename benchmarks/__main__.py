@@ -11,6 +11,7 @@ P10 uploads in bounded work, /healthz during an upload
 P11 the Fast preset against the reference recipe (samples/s, final eval accuracy)
 P12 each task against its plain script
 P13 Try it latency (p95) on a tiny encoder while a job trains
+P14 compare of 5 jobs with 100,000 metric points each
 PostgreSQL (TUNEDECK_BENCH_POSTGRES_URL, default postgres@127.0.0.1:5432) and Redis
 (TUNEDECK_BENCH_REDIS_URL, default 127.0.0.1:6379/15) rows are skipped, with the reason, when
 the server is not reachable; so are the rows that need ../shared/data/mrpc, the MiniLM
@@ -33,6 +34,7 @@ from benchmarks import (
     api_load,
     charts,
     coldstart,
+    compare,
     fast_preset,
     joblist,
     live,
@@ -64,8 +66,10 @@ BENCHMARKS: dict[str, tuple[str, Callable[[bool], list[Row]]]] = {
     "P12": ("each task against its plain script",
            lambda quick: tasks.run(runs=2 if quick else 4)),
     "P13": ("Try it latency while a job trains", tryit.run),
+    "P14": ("compare of 5 jobs, 100,000 points each", compare.run),
 }
-ORDER = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9", "P10", "P11", "P12", "P13")
+ORDER = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9", "P10", "P11", "P12", "P13",
+         "P14")
 RESULTS = REPO / "benchmarks" / "results.json"
 SETUPS = """## How each is measured
 
@@ -146,6 +150,11 @@ SETUPS = """## How each is measured
   busy; after one cold request that loads `final`, 60 requests of one sentence each, one after
   another (20 with `--quick`): p95 of their wall times at the client (target < 3 s); the row
   fails unless the second job was still training at the end.
+- **P14** (`benchmarks/compare.py`) 5 jobs, each with P4's series over 33,333 steps (100,098
+  points, tiles built) and 1,000 text-classification predictions on one split;
+  `GET /api/v1/compare?jobs=...` (max_points 2000) through the ASGI app in process: the spec
+  diff, final metrics, every job's downsampled series and the flips' summary over the 1,000
+  shared rows.
 """
 DOCS = REPO / "docs" / "benchmarks.md"
 

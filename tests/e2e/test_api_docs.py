@@ -138,8 +138,12 @@ def env_for(ctx: dict, example: Example, job_id: int) -> dict[str, str]:
     if "/sweeps/{id}" in example.heading:  # its jobs are cancelled after the example
         sweep = str(ctx["api"].post("/sweeps", json={
             "base": ctx["spec"], "grid": {"training.seed": [1, 2]}}).json()["id"])
+    other = job  # compare examples: a second job (queued, cancelled after the example)
+    if example.heading.startswith("GET /api/v1/compare"):
+        other = ctx["api"].post("/jobs", json=ctx["spec"]).json()["id"]
     env = child_env({"TUNEDECK_URL": ctx["url"], "TUNEDECK_TOKEN": TOKEN,
-                     "JOB_ID": str(job), "DATASET_ID": dataset, "SWEEP_ID": sweep})
+                     "JOB_ID": str(job), "DATASET_ID": dataset, "SWEEP_ID": sweep,
+                     "OTHER_JOB_ID": str(other)})
     if "{push_id}" in example.heading:
         env["PUSH_ID"] = str(ctx["api"].post(f"/jobs/{job_id}/checkpoints/final/push",
                                              json={"repo_id": "docs-model"}).json()["id"])
