@@ -137,7 +137,7 @@ class Client:
             body["note"] = note or None
         return self._request("PATCH", f"/jobs/{int(job_id)}", json=body)
 
-    def compare(self, job_ids: list[int], max_points: int = 2000) -> dict[str, Any]:
+    def compare(self, job_ids: list[int], max_points: int = 500) -> dict[str, Any]:
         """spec_diff, final_metrics, best, series per job and the flips' summary."""
         return self._request("GET", "/compare", params={
             "jobs": ",".join(str(int(i)) for i in job_ids), "max_points": max_points})

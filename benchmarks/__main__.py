@@ -152,9 +152,9 @@ SETUPS = """## How each is measured
   fails unless the second job was still training at the end.
 - **P14** (`benchmarks/compare.py`) 5 jobs, each with P4's series over 33,333 steps (100,098
   points, tiles built) and 1,000 text-classification predictions on one split;
-  `GET /api/v1/compare?jobs=...` (max_points 2000) through the ASGI app in process: the spec
-  diff, final metrics, every job's downsampled series and the flips' summary over the 1,000
-  shared rows.
+  `GET /api/v1/compare?jobs=...` (its default 500 points per series; 2000 reported) through the
+  ASGI app in process: the spec diff, final metrics, every job's downsampled series and the
+  flips' summary over the 1,000 shared rows.
 """
 DOCS = REPO / "docs" / "benchmarks.md"
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from app.compare import service
 from app.compare.schemas import CompareOut, FlipPage
@@ -22,15 +22,24 @@ Tolerance = Annotated[float | None, Query(ge=0, le=1e12, description=(
     "tenth of the true labels' range)"))]
 
 
+# Compare charts are half the job page's width: 500 points per series (125 M4 buckets) draw
+# them fully, and let long runs chart from coarser tiles (benchmarks/compare.py, P13).
+DEFAULT_POINTS = 500
+
+
 @router.get("", response_model=CompareOut, responses=ERRORS)
 def compare(
     jobs: JobIds, session: SessionDep,
-    max_points: Annotated[int, Query(ge=4, le=100_000)] = 2000,
+    max_points: Annotated[int, Query(ge=4, le=100_000, description=(
+        "per series, as /jobs/{id}/metrics"))] = DEFAULT_POINTS,
     tolerance: Tolerance = None,
-) -> CompareOut:
+) -> Response:
     """Spec diff, final metrics (best marked), each job's curves and the flips' summary."""
-    return service.compare(session, service.parse_ids(jobs), max_points=max_points,
-                           tolerance=tolerance)
+    out = service.compare(session, service.parse_ids(jobs), max_points=max_points,
+                          tolerance=tolerance)
+    # Serialized by pydantic-core at once: FastAPI would validate the tens of thousands of
+    # points again first.
+    return Response(out.model_dump_json(), media_type="application/json")
 
 
 @router.get("/flips", response_model=FlipPage, responses=ERRORS)

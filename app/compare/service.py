@@ -86,7 +86,7 @@ def best_jobs(jobs: Sequence[Job]) -> dict[str, list[int]]:
     return best
 
 
-def compare(session: Session, ids: Sequence[int], *, max_points: int = 2000,
+def compare(session: Session, ids: Sequence[int], *, max_points: int = 500,
             tolerance: float | None = None) -> CompareOut:
     jobs = load_jobs(session, ids)
     curves = {job.id: series.metric_series(session, job.id, max_points=max_points)

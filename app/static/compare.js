@@ -1,6 +1,6 @@
 // The compare page's curves: one uPlot chart per metric family (train loss, eval loss, each
 // eval metric, the learning rate), one series per job in the job's colour. History comes from
-// each job's /metrics (M4-downsampled as on the job page); while a job is queued or running
+// each job's /metrics (M4-downsampled as on the job page, 500 points per series); while a job is queued or running
 // (its row in #compared-jobs, refreshed by htmx, says so) its tail is polled every 2 s.
 (function () {
   "use strict";
@@ -9,7 +9,7 @@
   if (!box || !meta) return;
 
   const jobs = JSON.parse(meta.textContent);
-  const MAX_POINTS = 2000;
+  const MAX_POINTS = 500;           // per series and job, as GET /api/v1/compare
   const HEIGHT = 260;
   const POLL_MS = 2000;
   const CHARTED = /^(train\/loss|eval\/.+|train\/learning_rate)$/;
