@@ -6,10 +6,11 @@ flipped examples with their filter."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 
-from app.db import session_scope
+from app.db import session_scope, utcnow
 from app.jobs.models import Job, JobStatus
 from tests.app.compare.test_api import classified, finished, spec
 from tests.app.factories import add_points
@@ -34,7 +35,10 @@ def three_jobs() -> list[int]:
     b = finished("lr-3e-5", spec(learning_rate=3e-5), {"eval/accuracy": 0.83, "eval/loss": 0.4})
     c = finished("lr-1e-4", spec(learning_rate=1e-4), {"eval/accuracy": 0.67, "eval/loss": 0.5})
     with session_scope() as session:  # c is still training (a test may write its state)
-        session.get(Job, c).status = JobStatus.running
+        job = session.get(Job, c)
+        # a live lease, so the server's lease sweep leaves it running
+        job.status, job.worker_id, job.attempts = JobStatus.running, "w1@test", 1
+        job.heartbeat_at = utcnow() + timedelta(hours=1)
     for job_id, scale in ((a, 1.0), (b, 0.7), (c, 0.4)):
         add_points(job_id, "train/loss", [scale / (1 + i / 10) for i in range(60)])
         add_points(job_id, "eval/loss", [scale, scale * 0.8], first_step=30)
