@@ -198,6 +198,7 @@ def _annotate(request: Request, session: Session, job: Job, tags: list[str],
         session.rollback()
         session.refresh(job)
         return render(request, "jobs/_annotations.html", 422, job=job, annotation_error=exc.message,
+                      error_field=exc.field.split(".")[0],
                       typed={"tags": ", ".join(tags), "note": note})
     return render(request, "jobs/_annotations.html", job=job, saved=True)
 

@@ -29,6 +29,7 @@ from app.auth.deps import CSRF_HEADER, SESSION_COOKIE
 from app.config import get_settings
 from app.db import session_scope
 from app.main import create_app
+from tests.app.factories import make_job
 
 LIMIT_SECONDS = 0.05
 ROUNDS = 3
@@ -93,7 +94,7 @@ def route_keys(app: FastAPI) -> set[str]:
 
 
 def every_route(job: int, pages: dict[str, str],
-                logouts: list[dict[str, str]]) -> dict[str, Step]:
+                logouts: list[dict[str, str]], other: int = 0) -> dict[str, Step]:
     """One request per route (`pages`: the cookie and CSRF headers of a logged-in page;
     `logouts`: one such session for each round's logout)."""
     spec = {"model": "m", "dataset": {"path": "d", "text_fields": ["text"]}}
@@ -149,6 +150,10 @@ def every_route(job: int, pages: dict[str, str],
             lambda c: c.get(f"/sweeps/{made['sweep']}/leaderboard", headers=pages),
         "POST /sweeps/{sweep_id}/cancel":
             lambda c: c.post(f"/sweeps/{made['sweep']}/cancel", headers=pages),
+        "PATCH /api/v1/jobs/{job_id}": lambda c: c.patch(api, json={"tags": ["t"]}),
+        "GET /api/v1/compare": get("/api/v1/compare", params={"jobs": f"{job},{other}"}),
+        "GET /api/v1/compare/flips": get("/api/v1/compare/flips",
+                                         params={"jobs": f"{job},{other}"}),
         "POST /api/v1/datasets": upload,
         "GET /api/v1/datasets": get("/api/v1/datasets"),
         "GET /api/v1/datasets/{dataset_id}":
@@ -189,6 +194,13 @@ def every_route(job: int, pages: dict[str, str],
         "POST /jobs/preflight": post("/jobs/preflight", headers=pages, data={"model": "m"}),
         "POST /jobs/preflight/measure":
             post("/jobs/preflight/measure", headers=pages, data={"model": "m"}),
+        "POST /jobs/{job_id}/annotations": post(f"/jobs/{job}/annotations", headers=pages,
+                                                data={"tags": "a, b", "note": "n"}),
+        "GET /compare": get("/compare", params={"jobs": f"{job},{other}"}, headers=pages),
+        "GET /compare/summary": get("/compare/summary", params={"jobs": f"{job},{other}"},
+                                    headers=pages),
+        "GET /compare/flips": get("/compare/flips", params={"jobs": f"{job},{other}"},
+                                  headers=pages),
         "POST /logout": lambda c: c.post("/logout", headers=logouts.pop()),
     }
 
@@ -211,7 +223,7 @@ def page_headers(token: str) -> dict[str, str]:
 def test_no_route_blocks_the_event_loop(finished_job, slow_callbacks):
     app, token = create_app(), a_token()
     steps = every_route(finished_job, page_headers(token),
-                        [page_headers(token) for _ in range(ROUNDS)])
+                        [page_headers(token) for _ in range(ROUNDS)], other=make_job())
     assert set(steps) == route_keys(app)  # a new route needs its request here
     found = blocking_routes(app, steps, {"Authorization": f"Bearer {token}"}, slow_callbacks)
     assert found == {}
