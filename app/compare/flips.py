@@ -65,11 +65,12 @@ def task_of(job: Job) -> str:
 
 def load(session: Session, jobs: Sequence[Job], tolerance: float | None = None) -> Flips:
     flips = Flips(ids=[job.id for job in jobs])
-    flips.reason = why_not(session, jobs)
+    splits = repository.prediction_splits(session, flips.ids)
+    flips.reason = why_not(jobs, splits)
     if flips.reason:
         return flips
     flips.task = task_of(jobs[0])
-    flips.split = repository.prediction_splits(session, flips.ids[:1])[jobs[0].id][0][0]
+    flips.split = splits[jobs[0].id][0][0]
     truth = dict(repository.truths(session, jobs[0].id, flips.task == DEFAULT_TASK))
     if flips.task == REGRESSION:
         labels = {row: f.get("label") for row, f in truth.items() if f}
@@ -85,14 +86,16 @@ def load(session: Session, jobs: Sequence[Job], tolerance: float | None = None) 
     return flips
 
 
-def why_not(session: Session, jobs: Sequence[Job]) -> str | None:
-    """Why these jobs' predictions cannot be set side by side; None when they can."""
+def why_not(jobs: Sequence[Job],
+            splits: dict[int, list[tuple[str, int, int, int]]]) -> str | None:
+    """Why these jobs' predictions cannot be set side by side; None when they can.
+
+    `splits`: repository.prediction_splits of the jobs."""
     if len(jobs) < 2:
         return "flips need at least two jobs"
     tasks = sorted({task_of(job) for job in jobs})
     if len(tasks) > 1:
         return f"the jobs are of different tasks ({', '.join(tasks)})"
-    splits = repository.prediction_splits(session, [job.id for job in jobs])
     missing = [job for job in jobs if not splits[job.id]]
     if missing:
         return "; ".join(f"job {job.id} has no predictions yet ({job.status})"
