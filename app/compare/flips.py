@@ -125,15 +125,12 @@ def _each(values: dict[int, str]) -> str:
 
 
 def verdicts(session: Session, job_id: int, tolerance: float | None) -> dict[int, bool]:
-    """Row -> right, for the rows with a verdict (labelled rows)."""
-    found = {}
-    for row, correct, error in repository.verdicts(session, job_id):
-        if tolerance is not None:
-            if error is not None:
-                found[row] = abs(error) <= tolerance
-        elif correct is not None:
-            found[row] = bool(correct)
-    return found
+    """Row -> right, for the rows with a verdict (labelled rows); with a tolerance (text-
+    regression) right is |error| <= tolerance."""
+    found = repository.verdicts(session, job_id, by_error=tolerance is not None)
+    if tolerance is None:
+        return {row: bool(correct) for row, correct in found if correct is not None}
+    return {row: abs(error) <= tolerance for row, error in found if error is not None}
 
 
 def default_tolerance(labels: dict[int, Any]) -> float:
@@ -181,18 +178,21 @@ def summary(flips: Flips) -> FlipSummary:
 
 
 def class_changes(flips: Flips, directions: dict[int, str | None]) -> list[ClassChange]:
-    table: dict[str, ClassChange] = {}
+    """Per class: its rows, the rows each job got right, fixed and broken (counted in plain
+    lists; one model per class at the end)."""
+    counts: dict[str, list[int]] = {}  # class -> [rows, fixed, broken, right per job...]
     for row, direction in directions.items():
         for name in flips.classes.get(row) or []:
-            change = table.get(name) or ClassChange(
-                name=name, rows=0, right={str(j): 0 for j in flips.ids}, fixed=0, broken=0)
-            table[name] = change
-            change.rows += 1
-            for job_id in flips.ids:
-                change.right[str(job_id)] += flips.right[job_id][row]
-            change.fixed += direction == "fixed"
-            change.broken += direction == "broken"
-    return sorted(table.values(), key=lambda c: (-(c.fixed + c.broken), c.name))
+            c = counts.setdefault(name, [0] * (3 + len(flips.ids)))
+            c[0] += 1
+            c[1] += direction == "fixed"
+            c[2] += direction == "broken"
+            for i, job_id in enumerate(flips.ids):
+                c[3 + i] += flips.right[job_id][row]
+    table = [ClassChange(name=name, rows=c[0], fixed=c[1], broken=c[2],
+                         right={str(j): c[3 + i] for i, j in enumerate(flips.ids)})
+             for name, c in counts.items()]
+    return sorted(table, key=lambda c: (-(c.fixed + c.broken), c.name))
 
 
 def flipped_rows(flips: Flips, direction: str = "all", label: str | None = None) -> list[int]:
