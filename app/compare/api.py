@@ -23,7 +23,7 @@ Tolerance = Annotated[float | None, Query(ge=0, le=1e12, description=(
 
 
 # Compare charts are half the job page's width: 500 points per series (125 M4 buckets) draw
-# them fully, and let long runs chart from coarser tiles (benchmarks/compare.py, P13).
+# them fully, and let long runs chart from coarser tiles (benchmarks/compare.py, P14).
 DEFAULT_POINTS = 500
 
 

@@ -16,8 +16,8 @@ from packaging.requirements import Requirement
 from tests.fixtures import REPO, child_env
 
 UNREACHABLE = "http://127.0.0.1:1"
-CLIENT_MODULES = {"app", "app.cli", "app.cli_remote", "app.cli_sweep", "app.client",
-                  "app.sweeps", "app.sweeps.grid", "app.terminal_bar"}
+CLIENT_MODULES = {"app", "app.cli", "app.cli_remote", "app.cli_compare", "app.cli_sweep",
+                  "app.client", "app.sweeps", "app.sweeps.grid", "app.terminal_bar"}
 BUDGET_SECONDS = 0.3
 # httpx imports these optional codecs and protocols when installed; its `cli` extra (click,
 # rich, pygments) too, except in the `tunedeck` process, where app/cli.py keeps it out.
