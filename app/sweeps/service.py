@@ -40,10 +40,9 @@ def create_sweep(session: Session, sweep: SweepIn, settings: Settings) -> tuple[
     for point, spec in specs:
         if "name" not in point:
             spec.root.name = f"{row.name} · {points.label(point)}"[:200]
-        queued.append(jobs.create_job(session, spec, settings, sweep_id=row.id,
-                                      sweep_values=point))
-    # Job tags come with the compare branch (not on main yet): then tag each job here with
-    # jobs.set_tags(session, job.id, [f"sweep:{row.id}"]) (note for the coordinator).
+        job = jobs.create_job(session, spec, settings, sweep_id=row.id, sweep_values=point)
+        jobs.set_tags(session, job.id, [f"sweep:{row.id}"])  # the job list filters by it
+        queued.append(job)
     return row, queued
 
 

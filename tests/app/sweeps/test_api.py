@@ -48,6 +48,10 @@ def test_a_grid_becomes_one_queued_job_per_point(api):
     assert first["spec"]["training"]["per_device_train_batch_size"] == 16
     assert first["name"] == "lr-bs · learning_rate=1e-05, per_device_train_batch_size=16"
     assert first["sweep_id"] == created["id"]
+    tag = f"sweep:{created['id']}"  # sweeps tag their jobs; the job list filters by the tag
+    assert first["tags"] == [tag]
+    tagged = api.get("/api/v1/jobs", params={"tag": tag}).json()
+    assert sorted(job["id"] for job in tagged["items"]) == sorted(created["jobs"])
 
 
 def test_one_bad_point_is_named_and_nothing_is_queued(api):
