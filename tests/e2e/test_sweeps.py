@@ -63,6 +63,22 @@ def test_a_three_point_sweep_fills_its_leaderboard_live(live_server, tiny_model,
     href = page.get_attribute("#compare-all", "href")
     assert href == "/compare?jobs=" + ",".join(map(str, sorted(job_ids)))
 
+    # Compare all: three coloured curves, the diff holds only the swept key, and the flipped
+    # examples of the three jobs on their shared validation split
+    page.click("#compare-all")
+    page.wait_for_function("document.getElementById('compare-charts').dataset.loaded")
+    plot = "window.tunedeckCompare.plots['train/loss'].plot"
+    drawn = page.evaluate(f"{plot}.data.slice(1).map(ys => ys.filter(v => v !== null).length)")
+    assert len(drawn) == 3 and all(n > 0 for n in drawn)
+    colours = page.evaluate(f"{plot}.series.slice(1).map((s, i) => s.stroke({plot}, i + 1))")
+    assert len(set(colours)) == 3
+    keys = page.locator("#spec-diff tr[data-key]").evaluate_all("rs => rs.map(r => r.dataset.key)")
+    assert keys == ["training.learning_rate"]
+    assert page.get_attribute("#flips", "data-comparable") == "true"
+    assert "rows flipped" in page.inner_text("#flip-counts")
+    assert page.locator("#class-changes tr[data-class]").count() == 2  # positive, negative
+    screenshot(page, "compare")
+
 
 def test_a_job_that_stopped_early_says_so_on_its_page(live_server, tiny_model, page, tmp_path):
     spec = tiny_spec(tiny_model, dataset(tmp_path / "data"), max_steps=40,
