@@ -67,8 +67,9 @@ async def get_job(job_id: JobId) -> Response:
     return Response(body, media_type="application/json")
 
 
-@router.patch("/{job_id}", response_model=JobOut,
-              responses={**ERRORS, 422: {"description": "A bad tag or too long a note"}})
+@router.patch("/{job_id}", response_model=JobOut, responses={
+    **ERRORS, 400: error("The body could not be decoded (not UTF-8 JSON)"),
+    422: {"description": "A bad tag or too long a note"}})
 def annotate_job(job: JobDep, patch: JobPatch, session: SessionDep) -> JobOut:
     """Replace the job's tags and/or note, in any state; `"note": null` clears the note."""
     given = patch.model_fields_set
