@@ -16,7 +16,7 @@ from packaging.requirements import Requirement
 from tests.fixtures import REPO, child_env
 
 UNREACHABLE = "http://127.0.0.1:1"
-CLIENT_MODULES = {"app", "app.cli", "app.cli_remote", "app.cli_compare", "app.cli_sweep",
+CLIENT_MODULES = {"app", "app.cli", "app.cli_remote", "app.cli_compare", "app.cli_text", "app.cli_sweep",
                   "app.client", "app.sweeps", "app.sweeps.grid", "app.terminal_bar"}
 BUDGET_SECONDS = 0.3
 # httpx imports these optional codecs and protocols when installed; its `cli` extra (click,

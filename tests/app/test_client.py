@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from app import cli_remote
-from app.cli_remote import describe_prediction
+from app.cli_text import describe_prediction
 from app.client import ApiError, Client, Event, input_from_texts, parse_sse
 from app.terminal_bar import ProgressLine, clock, eval_metric, render
 
