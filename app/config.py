@@ -59,6 +59,17 @@ class Settings(BaseSettings):
     # training job (worker/model_cache.py choose_device), else the CPU.
     inference_device: Literal["auto", "cpu", "cuda"] = "auto"
     flush_seconds: float = 0.25
+    # GPUs this worker may use, by CUDA index ("0,1"); empty: every GPU it finds.
+    gpus: str = Field(default="", description="comma-separated CUDA device indices")
+    # Jobs whose resources.gpu_memory_gb fit together share one GPU (worker/scheduler.py).
+    gpu_sharing: bool = False
+    # A worker without GPUs runs a job asking for N GPUs as N CPU processes (DDP on gloo):
+    # the same launch path as on a GPU box, for tests and for trying it on a laptop.
+    ddp_cpu: bool = False
+    # The operator's own restriction of this worker (the one-worker-per-GPU layout); the GPUs
+    # it names are the worker's CUDA indices 0, 1, ... (worker/inventory.py).
+    cuda_visible_devices: str | None = Field(default=None,
+                                             validation_alias="CUDA_VISIBLE_DEVICES")
     sse_poll_seconds: float = 0.2
     # Jobs one sweep may queue (grid points or random samples); beyond it a 422.
     max_sweep_jobs: int = Field(default=64, ge=1)
@@ -89,6 +100,12 @@ class Settings(BaseSettings):
         """TUNEDECK_LOCAL_ROOTS, each resolved (symlinks and .. followed)."""
         return [Path(p.strip()).expanduser().resolve() for p in self.local_roots.split(",")
                 if p.strip()]
+
+    @property
+    def gpu_list(self) -> list[int] | None:
+        """TUNEDECK_GPUS as indices; None when unset (every GPU found)."""
+        found = [int(g) for g in self.gpus.replace(" ", "").split(",") if g]
+        return found or None
 
     @property
     def allowed_host_list(self) -> list[str]:

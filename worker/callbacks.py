@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
+import torch
+import torch.distributed as dist
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 # Keys Trainer logs that are not metrics of their own.
@@ -52,9 +55,22 @@ def _finite(value: object) -> bool:
     return isinstance(value, int | float) and math.isfinite(value)
 
 
+def any_rank(flag: bool, device: Any) -> bool:
+    """True on every process when `flag` is true on any: one all_reduce of one number, so
+    each rank of a torchrun job stops at the same step (a rank that stopped alone would leave
+    the others waiting in their next collective for ever)."""
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
 class StreamingCallback(TrainerCallback):
-    def __init__(self, reporter: Reporter, samples_per_step: int):
+    def __init__(self, reporter: Reporter, samples_per_step: int,
+                 agree: Callable[[bool], bool] | None = None):
         self.reporter = reporter
+        # Under torchrun: the whole group's answer to "stop now?" (any_rank); rank 0's
+        # reporter is the one that reads the cancel flag.
+        self.agree = agree
         self.samples_per_step = samples_per_step
         self.eval_at: dict[int, dict[str, float]] = {}
         self._window: list[tuple[float, int]] = []
@@ -70,7 +86,10 @@ class StreamingCallback(TrainerCallback):
         self._window.append((time.monotonic(), state.global_step))
         del self._window[:-50]
         self._report_progress(state)
-        if self.reporter.cancel_requested:
+        stop = self.reporter.cancel_requested
+        if self.agree is not None:
+            stop = self.agree(stop)
+        if stop:
             self.cancelled = True
             control.should_training_stop = True
 

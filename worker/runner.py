@@ -18,7 +18,7 @@ from app.datasets.models import Dataset
 from app.db import session_scope, utcnow
 from app.jobs import lifecycle, store
 from app.jobs.models import JobStatus, prediction_columns
-from worker import checkpoints, gpu
+from worker import checkpoints, distributed, gpu, inventory
 from worker import data as D
 from worker.callbacks import metric_values
 from worker.failures import describe_failure, is_out_of_memory
@@ -108,10 +108,42 @@ def _run_attempt(job_id: int, attempt: int, settings: Settings) -> tuple[str, in
     job_dir = settings.job_dir(job_id).resolve()  # absolute: training runs inside it
     resume = latest_checkpoint(job_dir / "output")
     spec = _begin_attempt(job_id, attempt, resume, settings.data_dir)
+    try:
+        placement = distributed.place(spec.get("resources") or {},
+                                      inventory.discover(settings), settings.ddp_cpu)
+    except distributed.PlacementError as exc:
+        with session_scope() as session:
+            lifecycle.fail(session, job_id, attempt, utcnow(), "PlacementError", str(exc),
+                           None, None)
+        return JobStatus.failed, None
+    if placement.launched:
+        return _run_launched(job_id, attempt, resume, placement, settings)
+    return _run_in_process(job_id, attempt, resume, spec, placement, settings)
+
+
+def _run_launched(job_id: int, attempt: int, resume: Path | None,
+                  placement: distributed.Placement, settings: Settings) -> tuple[str, int | None]:
+    """The attempt on torchrun's processes (worker/distributed.py); rank 0 reports."""
+    launch = distributed.launch(job_id, attempt, resume, placement, settings)
+    status, retry = distributed.settle(
+        job_id, attempt, launch, settings,
+        lambda kind, message: _retry_after_oom(job_id, attempt, kind, message, settings))
+    _settle_checkpoints(job_id, settings.job_dir(job_id).resolve() / "output",
+                        settings.data_dir, status)
+    return status, retry
+
+
+def _run_in_process(job_id: int, attempt: int, resume: Path | None, spec: dict,
+                    placement: distributed.Placement,
+                    settings: Settings) -> tuple[str, int | None]:
+    """The attempt in this process (one GPU of a one-GPU worker, or the CPU)."""
+    job_dir = settings.job_dir(job_id).resolve()
     stats = gpu.GpuStats()
     reporter = DbReporter(job_id, session_scope, settings.data_dir, settings.flush_seconds,
                           stats=stats.snapshot, attempt=attempt,
                           lease_timeout=settings.lease_timeout_seconds).start()
+    reporter.job_fields(devices=placement.label if placement.gpus or placement.cpu_only
+                        else gpu.device_type())
     retry: int | None = None
     try:
         spec = confined(spec, settings)  # before anything is opened
@@ -121,10 +153,13 @@ def _run_attempt(job_id: int, attempt: int, settings: Settings) -> tuple[str, in
         # for evaluate.load, a ./glue folder for load_dataset) is picked up by a job.
         with contextlib.chdir(job_dir):
             outcome = train(spec, source, job_dir, reporter,
-                            resume_from=str(resume) if resume else None)
+                            resume_from=str(resume) if resume else None,
+                            use_cpu=placement.cpu_only)
     except BaseException as exc:  # every failure is recorded on the job
         reporter.close()
-        retry = _retry_after_oom(job_id, attempt, exc, settings, reporter)
+        kind, message, _, _ = describe_failure(exc)
+        if isinstance(exc, Exception) and not reporter.lease_lost:
+            retry = _retry_after_oom(job_id, attempt, kind, message, settings)
         if retry is None:
             status = _fail(job_id, attempt, exc, reporter)
             _settle_checkpoints(job_id, job_dir / "output", settings.data_dir, status)
@@ -138,7 +173,7 @@ def _run_attempt(job_id: int, attempt: int, settings: Settings) -> tuple[str, in
         gpu.release()
         return JobStatus.running, retry
     reporter.close()
-    status = _finish(job_id, attempt, outcome, reporter)
+    status = store_outcome(job_id, attempt, outcome, reporter)
     _settle_checkpoints(job_id, job_dir / "output", settings.data_dir, status)
     gpu.release()
     return status, None
@@ -153,13 +188,12 @@ def smaller_batch(training: dict) -> tuple[int, int, int, int] | None:
     return batch, accumulation, batch // 2, accumulation * 2
 
 
-def _retry_after_oom(job_id: int, attempt: int, exc: BaseException, settings: Settings,
-                     reporter: DbReporter) -> int | None:
-    """After a CUDA out-of-memory: the next attempt's number, with half the batch and twice the
-    accumulation stored in the job's spec; None when this failure is not one to retry."""
-    kind, message, _, _ = describe_failure(exc)
-    if not (isinstance(exc, Exception) and is_out_of_memory(kind, message)
-            and settings.oom_retry) or reporter.lease_lost:
+def _retry_after_oom(job_id: int, attempt: int, kind: str, message: str,
+                     settings: Settings) -> int | None:
+    """After a CUDA out-of-memory (an error `kind: message`): the next attempt's number, with
+    half the batch and twice the accumulation stored in the job's spec; None when this failure
+    is not one to retry."""
+    if not (is_out_of_memory(kind, message) and settings.oom_retry):
         return None
     with session_scope() as session:
         spec = dict(store.job_spec(session, job_id))
@@ -236,7 +270,7 @@ def _lost(job_id: int, attempt: int) -> str:
     return LOST
 
 
-def _finish(job_id: int, attempt: int, outcome: Outcome, reporter: DbReporter) -> str:
+def store_outcome(job_id: int, attempt: int, outcome: Outcome, reporter: DbReporter) -> str:
     """Succeeded (or cancelled, when it stopped for a cancel), with predictions and the final
     checkpoint, if this attempt still holds the job: only it may end the job."""
     status = JobStatus.cancelled if outcome.cancelled else JobStatus.succeeded

@@ -68,7 +68,7 @@ def expire_leases(session: Session, settings: Settings, report: SweepReport) -> 
     for job in lifecycle.expired(session, cutoff):
         worker, seen = job.worker_id or "an unknown host", job.heartbeat_at
         message = f"worker {worker} stopped heartbeating at {_when(seen)}"
-        outcome = _after_loss(session, job, settings, now, cutoff, message)
+        outcome = after_loss(session, job, settings, now, cutoff, message)
         if outcome is None:
             continue  # renewed, finished or taken by another sweeper meanwhile
         getattr(report, outcome).append(job.id)
@@ -78,7 +78,7 @@ def expire_leases(session: Session, settings: Settings, report: SweepReport) -> 
                     _when(seen), outcome)
 
 
-def _after_loss(session: Session, job: Job, settings: Settings, now: datetime,
+def after_loss(session: Session, job: Job, settings: Settings, now: datetime,
                 cutoff: datetime, message: str) -> str | None:
     """End the lost attempt: the job is cancelled (a cancel was pending), failed (no restarts
     left) or requeued; None when the attempt renewed or ended meanwhile."""

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import torch.distributed as dist
 from transformers import (
     EarlyStoppingCallback,
     Trainer,
@@ -21,7 +23,7 @@ from transformers import (
 )
 
 from worker import data as D
-from worker.callbacks import Reporter, StreamingCallback
+from worker.callbacks import Reporter, StreamingCallback, any_rank
 from worker.checkpoints import DiskSpaceCallback
 from worker.gpu import resolve_auto, resolve_precision
 from worker.model_card import ModelCardCallback, context_of, write_final_cards
@@ -52,8 +54,17 @@ class Outcome:
 
 
 def training_arguments(spec: dict, output_dir: Path, has_eval: bool,
-                       notes: list[str] | None = None) -> TrainingArguments:
+                       notes: list[str] | None = None, use_cpu: bool = False) -> TrainingArguments:
     options = dict(spec.get("training") or {})
+    if use_cpu:  # `resources.gpus: 0`, or DDP on CPU processes (gloo)
+        options["use_cpu"] = True
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        # transformers multiplies the loss by the process count for models whose forward
+        # takes **kwargs, expecting it to be a sum over num_items_in_batch; the encoders'
+        # losses are means, so their train and eval curves came out doubled under DDP
+        # (measured: 1.39 instead of 0.69 on the tiny BERT). A per-process mean, averaged by
+        # DDP, is the plain DDP loss for every task.
+        options.setdefault("average_tokens_across_devices", False)
     auto_notes = resolve_auto(options)  # the Fast preset's "auto" values, for this hardware
     if notes is not None:
         notes.extend(auto_notes)
@@ -67,25 +78,34 @@ def training_arguments(spec: dict, output_dir: Path, has_eval: bool,
 
 
 def train(spec: dict, source: D.Source, job_dir: Path, reporter: Reporter,
-          resume_from: str | None = None, use_evaluate: bool = True) -> Outcome:
-    """Run the whole recipe of the spec's task for one job; returns what the runner stores."""
+          resume_from: str | None = None, use_evaluate: bool = True,
+          use_cpu: bool = False) -> Outcome:
+    """Run the whole recipe of the spec's task for one job; returns what the runner stores.
+
+    Under torchrun (worker/rank.py) every process runs this; only the first one (rank 0)
+    writes model cards, and its reporter is the only one that reports.
+    """
     recipe = recipe_for(spec.get("task"))
     data = recipe.load(spec, source)
     hardware: list[str] = []
-    args = training_arguments(spec, job_dir / "output", data.eval is not None, hardware)
+    args = training_arguments(spec, job_dir / "output", data.eval is not None, hardware,
+                              use_cpu)
     set_seed(args.seed)  # before the model is built, as run_glue does: the head init is seeded
     model, notices = recipe.model(spec, data)
-    reporter.job_fields(label_names=data.label_names, info=notices + hardware)
+    samples_per_step = (args.per_device_train_batch_size * args.gradient_accumulation_steps
+                        * max(1, args.world_size))
+    reporter.job_fields(label_names=data.label_names, info=notices + hardware,
+                        processes=max(1, args.world_size), effective_batch_size=samples_per_step)
     compute_metrics = None  # resolving metrics can try the Hub; a job that never evaluates skips
     if data.eval is not None or data.predict_raw is not None:
         compute_metrics = recipe.compute_metrics(spec, data, use_evaluate)
-    samples_per_step = (args.per_device_train_batch_size * args.gradient_accumulation_steps
-                        * max(1, args.world_size))
-    callback = StreamingCallback(reporter, samples_per_step)
+    main = args.process_index == 0
+    agree = partial(any_rank, device=args.device) if args.world_size > 1 else None
+    callback = StreamingCallback(reporter, samples_per_step, agree)
     card = context_of(spec, recipe.task, data)
     callbacks: list[TrainerCallback] = [ModelCardCallback(card, reporter.notice), callback,
-                                        DiskSpaceCallback(reporter.notice)]
-    if spec.get("early_stopping"):
+                                        DiskSpaceCallback(reporter.notice)] if main else [callback]
+    if spec.get("early_stopping"):  # on every rank: each sees the same gathered eval metrics
         callbacks.append(EarlyStoppingCallback(
             early_stopping_patience=spec["early_stopping"]["patience"],
             early_stopping_threshold=spec["early_stopping"]["threshold"]))
@@ -107,8 +127,9 @@ def train(spec: dict, source: D.Source, job_dir: Path, reporter: Reporter,
         outcome.predictions, predict_metrics = recipe.predict(trainer, spec, data)
         final.update(predict_metrics)
     outcome.final_dirs = recipe.save_final(trainer, job_dir / "final")
-    write_final_cards(card, outcome.final_dirs, step, final, trainer.state.log_history,
-                      reporter.notice)
+    if main:
+        write_final_cards(card, outcome.final_dirs, step, final, trainer.state.log_history,
+                          reporter.notice)
     return outcome
 
 

@@ -66,6 +66,10 @@ class Job(Base):
     info: Mapped[list[str]] = mapped_column(JSON, default=list)
     gpu_peak_memory_mb: Mapped[float | None] = mapped_column(Float)
     gpu_utilization: Mapped[float | None] = mapped_column(Float)
+    # where the current attempt trains ("cuda:0,1", "cpu x2") and how (worker/distributed.py)
+    devices: Mapped[str | None] = mapped_column(String(200))
+    processes: Mapped[int | None] = mapped_column(Integer)
+    effective_batch_size: Mapped[int | None] = mapped_column(Integer)
     # failure
     error_type: Mapped[str | None] = mapped_column(String(200))
     error_message: Mapped[str | None] = mapped_column(Text)
@@ -213,3 +217,17 @@ def prediction_columns(job_id: int, task: str, row: dict[str, Any]) -> dict[str,
     error = row.get("error")
     columns["error"] = float(error) if isinstance(error, int | float) else None
     return columns
+
+
+class WorkerGpu(Base):
+    """One GPU a worker advertises, renewed with its heartbeat (worker/inventory.py)."""
+
+    __tablename__ = "worker_gpus"
+
+    worker_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    memory_total_mb: Mapped[int | None] = mapped_column(Integer)
+    memory_used_mb: Mapped[int | None] = mapped_column(Integer)
+    utilization: Mapped[float | None] = mapped_column(Float)
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime, index=True)

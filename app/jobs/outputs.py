@@ -65,6 +65,11 @@ class JobOut(BaseModel):
     error: JobError | None
     gpu_peak_memory_mb: float | None
     gpu_utilization: float | None
+    # Where the current (or last) attempt trains: "cuda:0,1", "cpu", "cpu x2" (DDP on CPU).
+    devices: str | None
+    processes: int | None
+    # per_device_train_batch_size x processes x gradient_accumulation_steps
+    effective_batch_size: int | None
     attempts: int
     sweep_id: int | None = None
     sweep_values: dict[str, Any] | None = None  # this job's point of its sweep

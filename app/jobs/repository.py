@@ -60,9 +60,9 @@ JOB_OUT_COLUMNS = (
     "id", "name", "status", "spec", "created_at", "started_at", "finished_at",
     "cancel_requested", "global_step", "max_steps", "epoch", "samples_per_second",
     "eta_seconds", "progress_at", "latest_metrics", "final_metrics", "label_names", "info",
-    "gpu_peak_memory_mb", "gpu_utilization", "attempts", "error_type", "error_message",
-    "error_traceback", "error_hint", "sweep_id", "sweep_values", "stopped_early", "tags",
-    "note",
+    "gpu_peak_memory_mb", "gpu_utilization", "devices", "processes", "effective_batch_size",
+    "attempts", "error_type", "error_message", "error_traceback", "error_hint", "sweep_id",
+    "sweep_values", "stopped_early", "tags", "note",
 )
 
 # The JSON API reads Core rows on an autocommit connection (db.read_only), no ORM objects,

@@ -178,6 +178,23 @@ class CollatorSpec(BaseModel):
     pad_to_multiple_of: int | None = Field(default=None, ge=1, le=1024)
 
 
+class ResourcesSpec(BaseModel):
+    """What the job needs from a worker (docs/spec.md, Resources). `gpus` null: one GPU where
+    the worker has any, else the CPU; 0: the CPU; N > 1: one process per GPU (torchrun, DDP)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    gpus: int | None = Field(default=None, ge=0, le=64)
+    # What one process needs on its GPU; with TUNEDECK_GPU_SHARING=on jobs whose needs fit
+    # share a GPU (worker/scheduler.py).
+    gpu_memory_gb: float | None = Field(default=None, gt=0, le=4096)
+
+    @property
+    def processes(self) -> int:
+        """Training processes: one per GPU asked for, at least one."""
+        return max(1, self.gpus or 0)
+
+
 # What `preset: fast` sets, key by key, where the spec does not set the key itself
 # (docs/spec.md lists each part with its measured effect and trade-off).
 FAST_TRAINING: dict[str, Any] = {
@@ -233,6 +250,7 @@ class SpecBase(BaseModel):
     # Stop when the eval metric stops improving; `final` is then the best checkpoint's model
     # (app/jobs/early_stopping.py sets the TrainingArguments it needs).
     early_stopping: EarlyStoppingSpec | None = None
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
 
     _expand = model_validator(mode="before")(expand_preset)
 

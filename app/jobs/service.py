@@ -121,7 +121,8 @@ def _progress(status: str, step: int | None, max_steps: int | None, epoch: float
 # The columns job_dict copies as they are; the others it groups (progress, error).
 _AS_IS = ("id", "name", "status", "spec", "created_at", "started_at", "finished_at",
           "cancel_requested", "final_metrics", "label_names", "gpu_peak_memory_mb",
-          "gpu_utilization", "attempts", "sweep_id", "sweep_values", "stopped_early")
+          "gpu_utilization", "devices", "processes", "effective_batch_size", "attempts",
+          "sweep_id", "sweep_values", "stopped_early")
 
 
 def job_dict(c: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,46 @@
+"""gpu resources: which devices a job's attempt trains on, and each worker's GPUs
+
+jobs.devices ("cuda:0,1", "cpu x2"), jobs.processes and jobs.effective_batch_size are written
+by the worker when an attempt starts (worker/distributed.py); worker_gpus is the inventory each
+worker advertises with a heartbeat (worker/inventory.py), read by the 422 for impossible
+resource requests and the GPUs page.
+
+Revision ID: 0005_gpus
+Revises: 0004
+Create Date: 2026-12-03 08:00:00
+"""
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = '0005_gpus'
+down_revision: str | None = '0004'
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.add_column('jobs', sa.Column('devices', sa.String(length=200), nullable=True))
+    op.add_column('jobs', sa.Column('processes', sa.Integer(), nullable=True))
+    op.add_column('jobs', sa.Column('effective_batch_size', sa.Integer(), nullable=True))
+    op.create_table(
+        'worker_gpus',
+        sa.Column('worker_id', sa.String(length=200), nullable=False),
+        sa.Column('index', sa.Integer(), nullable=False),
+        sa.Column('name', sa.String(length=200), nullable=False),
+        sa.Column('memory_total_mb', sa.Integer(), nullable=True),
+        sa.Column('memory_used_mb', sa.Integer(), nullable=True),
+        sa.Column('utilization', sa.Float(), nullable=True),
+        sa.Column('heartbeat_at', sa.DateTime(), nullable=False),
+        sa.PrimaryKeyConstraint('worker_id', 'index', name=op.f('pk_worker_gpus')),
+    )
+    op.create_index(op.f('ix_worker_gpus_heartbeat_at'), 'worker_gpus', ['heartbeat_at'])
+
+
+def downgrade() -> None:
+    op.drop_index(op.f('ix_worker_gpus_heartbeat_at'), table_name='worker_gpus')
+    op.drop_table('worker_gpus')
+    op.drop_column('jobs', 'effective_batch_size')
+    op.drop_column('jobs', 'processes')
+    op.drop_column('jobs', 'devices')
