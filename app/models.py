@@ -14,8 +14,9 @@ from app.jobs.models import (
     Prediction,
 )
 from app.sweeps.models import Sweep
+from app.workers.models import Worker
 
 __all__ = [
     "ApiToken", "Base", "Checkpoint", "Dataset", "HubPush", "Job", "JobAttempt", "JobStatus",
-    "MetricPoint", "MetricTile", "Prediction", "Sweep", "WebSession", "WorkerRequest",
+    "MetricPoint", "MetricTile", "Prediction", "Sweep", "WebSession", "Worker", "WorkerRequest",
 ]

@@ -9,12 +9,14 @@ among those. Tests hand the scheduler fake inventories (tests/worker/test_schedu
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Protocol
 
 import torch
 
 from app.config import Settings
+from app.db import session_scope, utcnow
+from app.workers import repository
 
 log = logging.getLogger(__name__)
 
@@ -104,3 +106,20 @@ def discover(settings: Settings, source: GpuSource | None = None) -> list[Gpu]:
         log.exception("could not list this worker's GPUs; running as a CPU worker")
         return []
     return visible(physical, settings.cuda_visible_devices, settings.gpu_list)
+
+
+def advertise(settings: Settings, worker_id: str, source: GpuSource | None = None) -> list[Gpu]:
+    """Write this worker's GPUs (memory, utilisation now) with a fresh heartbeat; the submit
+    refuses what no live worker could run, the GPUs page lists them."""
+    gpus = discover(settings, source)
+    rows = [{k: v for k, v in asdict(g).items() if k != "device"} for g in gpus]
+    with session_scope() as session:
+        repository.advertise(session, worker_id, rows, settings.ddp_cpu, settings.gpu_sharing,
+                             utcnow())
+    return gpus
+
+
+def withdraw(worker_id: str) -> None:
+    """A worker that stops takes its row away (a killed one's row just goes stale)."""
+    with session_scope() as session:
+        repository.forget(session, worker_id)

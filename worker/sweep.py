@@ -31,6 +31,7 @@ from app.db import make_engine, session_scope, utcnow
 from app.jobs import lifecycle
 from app.jobs.models import Job
 from app.jobs.queue import enqueue_after_commit
+from worker import inventory
 from worker.broker import BrokerView
 
 log = logging.getLogger(__name__)
@@ -168,6 +169,15 @@ class Sweeper:
                               self.settings.heartbeat_seconds)
 
 
+def _advertise(settings: Settings, worker_id: str | None) -> None:
+    if worker_id is None:
+        return
+    try:
+        inventory.advertise(settings, worker_id)
+    except Exception:  # the database may be away; the next pass renews it
+        log.exception("could not advertise this worker's GPUs")
+
+
 class SweepProcess:
     """The periodic sweep in a process of its own, started with spawn.
 
@@ -178,11 +188,11 @@ class SweepProcess:
     shares no lock with the main process, and the main process runs no SQLite thread.
     """
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, worker_id: str | None = None):
         context = multiprocessing.get_context("spawn")
         self._stop = context.Event()
         self._process = context.Process(target=run_periodic, args=(settings, self._stop,
-                                                                   os.getpid()),
+                                                                   os.getpid(), worker_id),
                                         name="tunedeck-sweep", daemon=True)
 
     def start(self) -> SweepProcess:
@@ -199,14 +209,18 @@ class SweepProcess:
             self._process.join(timeout)
 
 
-def run_periodic(settings: Settings, stop: ProcessEvent, parent: int) -> None:
+def run_periodic(settings: Settings, stop: ProcessEvent, parent: int,
+                 worker_id: str | None = None) -> None:
     """The sweep process' loop: a pass every TUNEDECK_HEARTBEAT_SECONDS until told to stop or
-    its worker is gone (a SIGKILLed worker cannot tell it)."""
+    its worker is gone (a SIGKILLed worker cannot tell it); each pass also renews the
+    worker's advertised GPUs (worker/inventory.py)."""
     logging.basicConfig(level=logging.INFO,
                         format="[%(asctime)s: %(levelname)s/sweep] %(message)s")
     sweeper = Sweeper(settings)
+    _advertise(settings, worker_id)
     try:
         while not stop.wait(settings.heartbeat_seconds) and os.getppid() == parent:
+            _advertise(settings, worker_id)
             try:
                 sweeper.run_once()
             except Exception:

@@ -10,12 +10,14 @@ from celery.signals import worker_init, worker_process_init, worker_ready, worke
 from app import db
 from app.config import get_settings
 from app.jobs import queue
+from worker import inventory
 from worker.celery_app import TRAIN_TASK, celery_app
 from worker.runner import run_job
 from worker.sweep import Sweeper, SweepProcess
 
 log = logging.getLogger(__name__)
 _sweepers: list[SweepProcess] = []
+_names: list[str] = []
 
 
 @celery_app.task(name=TRAIN_TASK, bind=True, ignore_result=True)
@@ -50,16 +52,25 @@ def sweep_at_start(**_) -> None:
 
 
 @worker_ready.connect
-def start_sweeper(**_) -> None:
+def start_sweeper(sender=None, **_) -> None:
     """Then every TUNEDECK_HEARTBEAT_SECONDS, in a spawned process of its own: no thread of
-    the main process may hold a lock when the pool forks (worker/sweep.py SweepProcess)."""
-    _sweepers.append(SweepProcess(get_settings()).start())
+    the main process may hold a lock when the pool forks (worker/sweep.py SweepProcess).
+    That process also advertises this worker's GPUs under its node name."""
+    hostname = getattr(sender, "hostname", None)
+    if hostname:
+        _names.append(hostname)
+    _sweepers.append(SweepProcess(get_settings(), hostname).start())
 
 
 @worker_shutdown.connect
 def stop_sweeper(**_) -> None:
     while _sweepers:
         _sweepers.pop().stop()
+    while _names:
+        try:
+            inventory.withdraw(_names.pop())
+        except Exception:  # the row goes stale on its own
+            log.exception("could not withdraw this worker's GPUs")
 
 
 @worker_process_init.connect

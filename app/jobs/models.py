@@ -218,16 +218,3 @@ def prediction_columns(job_id: int, task: str, row: dict[str, Any]) -> dict[str,
     columns["error"] = float(error) if isinstance(error, int | float) else None
     return columns
 
-
-class WorkerGpu(Base):
-    """One GPU a worker advertises, renewed with its heartbeat (worker/inventory.py)."""
-
-    __tablename__ = "worker_gpus"
-
-    worker_id: Mapped[str] = mapped_column(String(200), primary_key=True)
-    index: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(String(200))
-    memory_total_mb: Mapped[int | None] = mapped_column(Integer)
-    memory_used_mb: Mapped[int | None] = mapped_column(Integer)
-    utilization: Mapped[float | None] = mapped_column(Float)
-    heartbeat_at: Mapped[datetime] = mapped_column(DateTime, index=True)

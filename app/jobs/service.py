@@ -20,6 +20,7 @@ from app.jobs.models import Job, JobStatus
 from app.jobs.outputs import PREDICTION_MODELS, JobOut, PredictionOut, PredictionPage, Progress
 from app.jobs.queue import enqueue_after_commit
 from app.jobs.schemas import DEFAULT_TASK, JobSpec
+from app.workers import service as workers
 
 
 def check_spec(session: Session, spec: JobSpec, settings: Settings | None = None) -> None:
@@ -27,7 +28,9 @@ def check_spec(session: Session, spec: JobSpec, settings: Settings | None = None
     under the allowed roots. Invalid (or OutsideLocalRoots) naming the field otherwise."""
     if spec.dataset.source == "upload" and session.get(Dataset, spec.dataset.path) is None:
         raise Invalid("dataset.path", f"no uploaded dataset with id {spec.dataset.path!r}")
-    paths.confine(spec.model_dump(), paths.allowed_roots(session, settings or get_settings()))
+    settings = settings or get_settings()
+    paths.confine(spec.model_dump(), paths.allowed_roots(session, settings))
+    workers.check_resources(session, spec.resources.model_dump(), settings)
 
 
 def create_job(session: Session, spec: JobSpec, settings: Settings | None = None, *,

@@ -1,7 +1,7 @@
 """gpu resources: which devices a job's attempt trains on, and each worker's GPUs
 
 jobs.devices ("cuda:0,1", "cpu x2"), jobs.processes and jobs.effective_batch_size are written
-by the worker when an attempt starts (worker/distributed.py); worker_gpus is the inventory each
+by the worker when an attempt starts (worker/distributed.py); workers is the inventory each
 worker advertises with a heartbeat (worker/inventory.py), read by the 422 for impossible
 resource requests and the GPUs page.
 
@@ -25,22 +25,20 @@ def upgrade() -> None:
     op.add_column('jobs', sa.Column('processes', sa.Integer(), nullable=True))
     op.add_column('jobs', sa.Column('effective_batch_size', sa.Integer(), nullable=True))
     op.create_table(
-        'worker_gpus',
-        sa.Column('worker_id', sa.String(length=200), nullable=False),
-        sa.Column('index', sa.Integer(), nullable=False),
-        sa.Column('name', sa.String(length=200), nullable=False),
-        sa.Column('memory_total_mb', sa.Integer(), nullable=True),
-        sa.Column('memory_used_mb', sa.Integer(), nullable=True),
-        sa.Column('utilization', sa.Float(), nullable=True),
+        'workers',
+        sa.Column('id', sa.String(length=200), nullable=False),
+        sa.Column('gpus', sa.JSON(), nullable=False),
+        sa.Column('ddp_cpu', sa.Boolean(), nullable=False),
+        sa.Column('gpu_sharing', sa.Boolean(), nullable=False),
         sa.Column('heartbeat_at', sa.DateTime(), nullable=False),
-        sa.PrimaryKeyConstraint('worker_id', 'index', name=op.f('pk_worker_gpus')),
+        sa.PrimaryKeyConstraint('id', name=op.f('pk_workers')),
     )
-    op.create_index(op.f('ix_worker_gpus_heartbeat_at'), 'worker_gpus', ['heartbeat_at'])
+    op.create_index(op.f('ix_workers_heartbeat_at'), 'workers', ['heartbeat_at'])
 
 
 def downgrade() -> None:
-    op.drop_index(op.f('ix_worker_gpus_heartbeat_at'), table_name='worker_gpus')
-    op.drop_table('worker_gpus')
+    op.drop_index(op.f('ix_workers_heartbeat_at'), table_name='workers')
+    op.drop_table('workers')
     op.drop_column('jobs', 'effective_batch_size')
     op.drop_column('jobs', 'processes')
     op.drop_column('jobs', 'devices')

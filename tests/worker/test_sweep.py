@@ -21,7 +21,7 @@ from tests.fixtures import REDIS_URL, redis_available, service_missing
 from worker.broker import BrokerView, job_id_of
 from worker.celery_app import TRAIN_TASK, make_celery
 from worker.reporting import DbReporter
-from worker.runner import LOST, _finish, claim
+from worker.runner import LOST, claim, store_outcome
 from worker.sweep import Sweeper, SweepProcess, sweep_once
 from worker.training import Outcome
 
@@ -214,7 +214,7 @@ def test_the_runner_never_ends_a_job_it_no_longer_holds(settings_env, data_dir):
         job = session.get(Job, job_id)
         job.attempts, job.worker_id = 2, "w2@other"
     reporter = DbReporter(job_id, session_scope, data_dir, attempt=1, lease_timeout=60)
-    assert _finish(job_id, 1, Outcome(cancelled=False, global_step=3), reporter) == LOST
+    assert store_outcome(job_id, 1, Outcome(cancelled=False, global_step=3), reporter) == LOST
     job, attempts = state(job_id)
     assert job.status == "running" and job.worker_id == "w2@other"
     assert attempts[0].outcome is None

@@ -1,0 +1,38 @@
+"""The submit's check of a job's resources against the workers alive now."""
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from app.config import Settings
+from app.db import utcnow
+from app.errors import Invalid
+from app.workers import repository
+from app.workers.models import Worker
+
+
+def alive(session: Session, settings: Settings) -> list[Worker]:
+    """Workers whose heartbeat is younger than the lease timeout."""
+    since = utcnow() - timedelta(seconds=settings.lease_timeout_seconds)
+    return repository.alive(session, since)
+
+
+def check_resources(session: Session, resources: dict[str, Any], settings: Settings) -> None:
+    """Invalid (422) when no worker alive now could ever run the job; with no worker alive,
+    nothing can be said and the job waits in the queue."""
+    workers = alive(session, settings)
+    gpus, memory = resources.get("gpus"), resources.get("gpu_memory_gb")
+    if not workers or any(w.ddp_cpu for w in workers):
+        return
+    if gpus:
+        most = max(len(w.gpus) for w in workers)
+        if gpus > most:
+            counts = ", ".join(f"{w.id}: {len(w.gpus)}" for w in workers)
+            raise Invalid("resources.gpus", f"asks for {gpus} GPUs on one worker; the "
+                                            f"largest has {most} ({counts})")
+    largest = max((g.get("memory_total_mb") or 0 for w in workers for g in w.gpus), default=0)
+    if memory and largest and memory * 1024 > largest:
+        raise Invalid("resources.gpu_memory_gb", f"asks for {memory:g} GB; the largest GPU "
+                                                 f"of the workers alive has {largest / 1024:.1f} GB")

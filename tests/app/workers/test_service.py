@@ -1,0 +1,62 @@
+"""The submit refuses resources no live worker could give (422 naming the field), from the
+inventory workers advertise (app/workers/); with no live worker the job just waits."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from app.db import session_scope, utcnow
+from app.workers import repository
+from tests.app.factories import SPEC
+
+A100 = {"index": 0, "name": "A100", "memory_total_mb": 81920, "memory_used_mb": 0,
+        "utilization": 0.0}
+
+
+def advertise(worker_id: str, gpus: int, *, ddp_cpu: bool = False, age: float = 0) -> None:
+    with session_scope() as session:
+        repository.advertise(session, worker_id, [{**A100, "index": i} for i in range(gpus)],
+                             ddp_cpu, False, utcnow() - timedelta(seconds=age))
+
+
+def submit(client, **resources):
+    return client.post("/api/v1/jobs", json={**SPEC, "resources": resources})
+
+
+def test_more_gpus_than_any_live_worker_has_is_a_422_with_the_reason(client):
+    advertise("gpu-box@a", 4)
+    advertise("small@b", 1)
+    response = submit(client, gpus=8)
+    assert response.status_code == 422
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["body", "resources", "gpus"]
+    assert error["msg"] == ("asks for 8 GPUs on one worker; the largest has 4 (gpu-box@a: 4, "
+                            "small@b: 1)")
+    assert submit(client, gpus=4).status_code == 201
+
+
+def test_more_memory_than_the_largest_gpu_is_a_422(client):
+    advertise("gpu-box@a", 1)
+    response = submit(client, gpus=1, gpu_memory_gb=100)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "resources", "gpu_memory_gb"]
+    assert submit(client, gpus=1, gpu_memory_gb=20).status_code == 201
+
+
+def test_stale_workers_and_no_workers_refuse_nothing(client):
+    assert submit(client, gpus=8).status_code == 201  # no worker yet: it waits
+    advertise("gone@a", 1, age=3600)
+    assert submit(client, gpus=8).status_code == 201
+
+
+def test_a_ddp_cpu_worker_runs_any_count(client):
+    advertise("laptop@a", 0, ddp_cpu=True)
+    assert submit(client, gpus=4).status_code == 201
+
+
+def test_resources_are_validated_and_echoed(client):
+    response = submit(client, gpus=-1)
+    assert response.status_code == 422 and "resources" in str(response.json()["detail"])
+    body = submit(client, gpus=0).json()
+    assert body["spec"]["resources"] == {"gpus": 0, "gpu_memory_gb": None}
+    assert client.post("/api/v1/jobs", json=SPEC).json()["spec"]["resources"] == {
+        "gpus": None, "gpu_memory_gb": None}
