@@ -66,6 +66,12 @@ class Settings(BaseSettings):
     # A worker without GPUs runs a job asking for N GPUs as N CPU processes (DDP on gloo):
     # the same launch path as on a GPU box, for tests and for trying it on a laptop.
     ddp_cpu: bool = False
+    # Jobs a worker runs at once (Celery pool processes); 0: one per GPU (four per GPU with
+    # sharing on), one on a worker without GPUs.
+    worker_concurrency: int = Field(default=0, ge=0, le=256)
+    # Testing only: pretend this worker has these GPUs ("2x80": two of 80 GB); jobs placed
+    # on them train on the CPU (tests/worker/test_allocation.py).
+    fake_gpus: str = ""
     # The operator's own restriction of this worker (the one-worker-per-GPU layout); the GPUs
     # it names are the worker's CUDA indices 0, 1, ... (worker/inventory.py).
     cuda_visible_devices: str | None = Field(default=None,

@@ -14,7 +14,8 @@ import sys
 import threading
 import time
 
-from app.config import get_settings
+from app.config import Settings, get_settings
+from worker import inventory
 from worker.celery_app import celery_app
 from worker.sweep import sweep_once as run_sweep
 
@@ -48,9 +49,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def concurrency(settings: Settings) -> int:
+    """TUNEDECK_WORKER_CONCURRENCY, or one job per GPU (four per GPU with sharing on: jobs
+    that do not fit wait for the scheduler, worker/allocation.py); one without GPUs."""
+    if settings.worker_concurrency:
+        return settings.worker_concurrency
+    gpus = len(inventory.discover(settings))
+    return max(1, gpus * (4 if settings.gpu_sharing else 1))
+
+
 def run_worker(hostname: str | None, log_level: str) -> None:
-    """A Celery worker: one job at a time, a fresh process for each job."""
-    argv = ["worker", "--loglevel", log_level.upper(), "--concurrency", "1",
+    """A Celery worker: a fresh process for each job, as many at once as concurrency()."""
+    argv = ["worker", "--loglevel", log_level.upper(),
+            "--concurrency", str(concurrency(get_settings())),
             "--max-tasks-per-child", "1", "--queues", "tunedeck", "--without-gossip",
             "--without-mingle"]
     if hostname:

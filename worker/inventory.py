@@ -16,7 +16,7 @@ import torch
 
 from app.config import Settings
 from app.db import session_scope, utcnow
-from app.workers import repository
+from app.workers import store
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,21 @@ class TorchSource:
         return [Gpu(i, str(i), f"CUDA device {i}") for i in range(torch.cuda.device_count())]
 
 
-def default_source() -> GpuSource:
+class FakeSource:
+    """TUNEDECK_FAKE_GPUS ("2x80"): GPUs that are not there, for tests of the scheduling;
+    jobs placed on them find no CUDA and train on the CPU."""
+
+    def __init__(self, spec: str):
+        count, _, memory = spec.partition("x")
+        self.count, self.memory_mb = int(count), int(float(memory or 80) * 1024)
+
+    def physical(self) -> list[Gpu]:
+        return [Gpu(i, str(i), "fake GPU", self.memory_mb, 0, 0.0) for i in range(self.count)]
+
+
+def default_source(settings: Settings | None = None) -> GpuSource:
+    if settings is not None and settings.fake_gpus:
+        return FakeSource(settings.fake_gpus)
     try:
         NvmlSource().physical()
     except Exception:  # noqa: BLE001 - no driver, no library: torch's count, often none
@@ -101,7 +115,7 @@ def visible(physical: list[Gpu], cuda_visible: str | None, restrict: list[int] |
 def discover(settings: Settings, source: GpuSource | None = None) -> list[Gpu]:
     """This worker's GPUs (empty on a CPU-only worker)."""
     try:
-        physical = (source or default_source()).physical()
+        physical = (source or default_source(settings)).physical()
     except Exception:
         log.exception("could not list this worker's GPUs; running as a CPU worker")
         return []
@@ -114,7 +128,7 @@ def advertise(settings: Settings, worker_id: str, source: GpuSource | None = Non
     gpus = discover(settings, source)
     rows = [{k: v for k, v in asdict(g).items() if k != "device"} for g in gpus]
     with session_scope() as session:
-        repository.advertise(session, worker_id, rows, settings.ddp_cpu, settings.gpu_sharing,
+        store.advertise(session, worker_id, rows, settings.ddp_cpu, settings.gpu_sharing,
                              utcnow())
     return gpus
 
@@ -122,4 +136,4 @@ def advertise(settings: Settings, worker_id: str, source: GpuSource | None = Non
 def withdraw(worker_id: str) -> None:
     """A worker that stops takes its row away (a killed one's row just goes stale)."""
     with session_scope() as session:
-        repository.forget(session, worker_id)
+        store.forget(session, worker_id)

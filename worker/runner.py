@@ -18,7 +18,7 @@ from app.datasets.models import Dataset
 from app.db import session_scope, utcnow
 from app.jobs import lifecycle, store
 from app.jobs.models import JobStatus, prediction_columns
-from worker import checkpoints, distributed, gpu, inventory
+from worker import allocation, checkpoints, distributed, gpu, inventory
 from worker import data as D
 from worker.callbacks import metric_values
 from worker.failures import describe_failure, is_out_of_memory
@@ -93,24 +93,38 @@ def run_job(job_id: int, worker_id: str | None = None, settings: Settings | None
     """Run job `job_id` if it is still queued; returns the final status (or 'skipped')."""
     settings = settings or get_settings()
     worker_id = worker_id or worker_name()
-    attempt: int | None = claim(job_id, worker_id)
+    gpus = inventory.discover(settings)
+    assigned: tuple[int, ...] | None = None
+    if shares_a_box(gpus, settings):  # wait for the scheduler's GPUs, then claim
+        got = allocation.acquire(job_id, worker_id, settings, gpus)
+        attempt, assigned = got if got is not None else (None, None)
+    else:
+        attempt = claim(job_id, worker_id)
     if attempt is None:
         log.info("job %s is not queued (already taken, finished or cancelled); skipping", job_id)
         return "skipped"
     while True:  # a CUDA out-of-memory retries in this process with half the batch
-        status, attempt = _run_attempt(job_id, attempt, settings)
-        if attempt is None:
+        status, next_attempt = _run_attempt(job_id, attempt, settings, gpus, assigned)
+        if next_attempt is None:
             return status
+        attempt = next_attempt
 
 
-def _run_attempt(job_id: int, attempt: int, settings: Settings) -> tuple[str, int | None]:
+def shares_a_box(gpus: list[inventory.Gpu], settings: Settings) -> bool:
+    """Jobs of this worker are scheduled onto its GPUs (worker/allocation.py) when it has
+    several, or shares one; a one-GPU or CPU worker runs one job at a time, as it always did."""
+    return len(gpus) > 1 or (bool(gpus) and settings.gpu_sharing)
+
+
+def _run_attempt(job_id: int, attempt: int, settings: Settings, gpus: list[inventory.Gpu],
+                 assigned: tuple[int, ...] | None) -> tuple[str, int | None]:
     """One attempt: its status, and the next attempt's number when it retries after an OOM."""
     job_dir = settings.job_dir(job_id).resolve()  # absolute: training runs inside it
     resume = latest_checkpoint(job_dir / "output")
     spec = _begin_attempt(job_id, attempt, resume, settings.data_dir)
     try:
-        placement = distributed.place(spec.get("resources") or {},
-                                      inventory.discover(settings), settings.ddp_cpu)
+        placement = distributed.place(spec.get("resources") or {}, gpus, settings.ddp_cpu,
+                                      list(assigned) if assigned is not None else None)
     except distributed.PlacementError as exc:
         with session_scope() as session:
             lifecycle.fail(session, job_id, attempt, utcnow(), "PlacementError", str(exc),

@@ -7,7 +7,7 @@ never both win it: the loser's UPDATE matches no row and its function answers Fa
 Attempt events are fenced by the attempt number as well: once the sweep has handed the job
 on, the old attempt's writes match nothing.
 
-The web app (cancel, queue), the worker (claim, report, finish, fail, cancel_ack,
+The web app (cancel, queue), the worker (hold, claim, report, finish, fail, cancel_ack,
 retry_after_oom) and the
 sweep (requeue, lose, cancel_ack, resend) call these; nothing else writes a job's status
 (tests/app/jobs/test_lifecycle.py checks both the table and that no other module writes one).
@@ -42,6 +42,7 @@ Q, R, S, F, C = (JobStatus.queued, JobStatus.running, JobStatus.succeeded, JobSt
 TRANSITIONS: dict[tuple[JobStatus, str], JobStatus] = {
     (Q, "claim"): R,        # a worker takes the job (attempt n+1 starts)
     (Q, "resend"): Q,       # the sweep sends a job the broker lost again
+    (Q, "hold"): Q,         # a worker holds its message, waiting for GPUs (worker/allocation.py)
     (Q, "cancel"): C,       # a queued job is cancelled at once: it never starts
     (R, "cancel"): R,       # a running one gets the flag; its worker stops at the next step
     (R, "heartbeat"): R,    # the attempt that holds the lease renews it
@@ -104,10 +105,13 @@ def queue(session: Session, name: str, spec: dict[str, Any], now: datetime, *,
     return job
 
 
-def claim(session: Session, job_id: int, worker_id: str, now: datetime) -> int | None:
-    """Queued -> running for a new attempt; its number, or None when the job is not claimable."""
+def claim(session: Session, job_id: int, worker_id: str, now: datetime,
+          devices: str | None = None) -> int | None:
+    """Queued -> running for a new attempt (on `devices`, when the worker chose them already);
+    its number, or None when the job is not claimable."""
     stmt = (_transition("claim", Job.id == job_id, Job.cancel_requested.is_(False))
             .values(worker_id=worker_id, heartbeat_at=now, attempts=Job.attempts + 1,
+                    devices=devices,
                     started_at=now, error_type=None, error_message=None,
                     error_traceback=None, error_hint=None)
             .returning(Job.attempts))
@@ -123,6 +127,12 @@ def resend(session: Session, job_id: int, seen: datetime | None, now: datetime) 
     same = Job.enqueued_at.is_(None) if seen is None else Job.enqueued_at == seen
     return _changed(session, _transition("resend", Job.id == job_id, same)
                     .values(enqueued_at=now))
+
+
+def hold(session: Session, job_id: int, now: datetime) -> bool:
+    """A worker that took the job's message waits for GPUs: enqueued_at moves on, so the
+    sweep does not send the job again while it waits (lifecycle.waiting)."""
+    return _changed(session, _transition("hold", Job.id == job_id).values(enqueued_at=now))
 
 
 # ---------------------------------------------------------------- cancel

@@ -1,28 +1,13 @@
-"""Every query of the workers table."""
+"""The web's reads of the workers table (the worker's writes are app/workers/store.py)."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.jobs.models import Job, JobStatus
 from app.workers.models import Worker
-
-
-def advertise(session: Session, worker_id: str, gpus: list[dict[str, Any]], ddp_cpu: bool,
-              gpu_sharing: bool, now: datetime) -> None:
-    """Insert or renew the worker's row."""
-    row = session.get(Worker, worker_id)
-    if row is None:
-        row = Worker(id=worker_id)
-        session.add(row)
-    row.gpus, row.ddp_cpu, row.gpu_sharing, row.heartbeat_at = gpus, ddp_cpu, gpu_sharing, now
-
-
-def forget(session: Session, worker_id: str) -> None:
-    session.execute(delete(Worker).where(Worker.id == worker_id))
 
 
 def alive(session: Session, since: datetime) -> list[Worker]:

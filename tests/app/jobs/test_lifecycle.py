@@ -34,6 +34,7 @@ SEEN = datetime(2026, 1, 1, 12, 0, 5)
 APPLY: dict[str, Callable[[Session, int, datetime], Any]] = {
     "claim": lambda s, j, now: lifecycle.claim(s, j, "w2@box", now) is not None,
     "resend": lambda s, j, now: lifecycle.resend(s, j, SENT, now),
+    "hold": lambda s, j, now: lifecycle.hold(s, j, now),
     "cancel": lambda s, j, now: lifecycle.cancel(s, j, now),
     "heartbeat": lambda s, j, now: lifecycle.heartbeat(s, j, 1, now),
     "report": lambda s, j, now: lifecycle.report(s, j, 1, {"global_step": 5}) is not None,

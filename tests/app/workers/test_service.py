@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from app.db import session_scope, utcnow
-from app.workers import repository
+from app.workers import store
 from tests.app.factories import SPEC
 
 A100 = {"index": 0, "name": "A100", "memory_total_mb": 81920, "memory_used_mb": 0,
@@ -14,7 +14,7 @@ A100 = {"index": 0, "name": "A100", "memory_total_mb": 81920, "memory_used_mb": 
 
 def advertise(worker_id: str, gpus: int, *, ddp_cpu: bool = False, age: float = 0) -> None:
     with session_scope() as session:
-        repository.advertise(session, worker_id, [{**A100, "index": i} for i in range(gpus)],
+        store.advertise(session, worker_id, [{**A100, "index": i} for i in range(gpus)],
                              ddp_cpu, False, utcnow() - timedelta(seconds=age))
 
 
