@@ -40,6 +40,7 @@ from app.sweeps.api import router as sweeps_api
 from app.sweeps.views import router as sweeps_views
 from app.tryit.api import router as tryit_api
 from app.tryit.views import router as tryit_views
+from app.workers.views import router as workers_views
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
@@ -66,6 +67,7 @@ def create_app() -> FastAPI:
     app.include_router(tryit_views, dependencies=[Depends(require_page_user), Csrf])
     app.include_router(sweeps_views, dependencies=[Depends(require_page_user), Csrf])
     app.include_router(compare_views, dependencies=[Depends(require_page_user), Csrf])
+    app.include_router(workers_views, dependencies=[Depends(require_page_user), Csrf])
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/healthz", tags=["health"])

@@ -51,19 +51,12 @@ def request_of(job: Job) -> Request:
     return Request(job.id, 1 if gpus is None else int(gpus), resources.get("gpu_memory_gb"))
 
 
-def held_gpus(devices: str | None) -> list[int]:
-    """GPU indices of a devices label ("cuda:0,1"); none for a CPU job."""
-    if not devices or not devices.startswith("cuda:"):
-        return []
-    return [int(i) for i in devices[5:].split(",") if i.isdigit()]
-
-
 def box_now(worker_id: str, gpus: list[Gpu], running: list[Job], sharing: bool) -> Box:
     """The worker's GPUs with the running jobs on them."""
     states = {g.index: GpuState(g.index, (g.memory_total_mb or 0) / 1024) for g in gpus}
     for job in running:
         request = request_of(job)
-        for index in held_gpus(job.devices):
+        for index in job.gpu_indices:
             if index in states:
                 states[index].jobs.append(job.id)
                 if sharing and request.memory_gb is not None and request.gpus == 1:

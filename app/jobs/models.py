@@ -95,6 +95,13 @@ class Job(Base):
         back_populates="job", order_by="JobAttempt.number", cascade="all, delete-orphan"
     )
 
+    @property
+    def gpu_indices(self) -> list[int]:
+        """The worker's GPU indices its devices label names ("cuda:0,1"); none on the CPU."""
+        if not self.devices or not self.devices.startswith("cuda:"):
+            return []
+        return [int(i) for i in self.devices[5:].split(",") if i.isdigit()]
+
 
 class JobAttempt(Base):
     __tablename__ = "job_attempts"

@@ -36,3 +36,18 @@ def check_resources(session: Session, resources: dict[str, Any], settings: Setti
     if memory and largest and memory * 1024 > largest:
         raise Invalid("resources.gpu_memory_gb", f"asks for {memory:g} GB; the largest GPU "
                                                  f"of the workers alive has {largest / 1024:.1f} GB")
+
+
+def gpu_rows(session: Session, settings: Settings) -> list[dict[str, Any]]:
+    """The GPUs page: per live worker, each GPU with the running jobs that hold it."""
+    workers = alive(session, settings)
+    running = repository.running_on(session, [w.id for w in workers])
+    rows = []
+    for worker in workers:
+        jobs = [j for j in running if j.worker_id == worker.id]
+        gpus = [{**gpu, "jobs": [j for j in jobs if gpu["index"] in j.gpu_indices]}
+                for gpu in worker.gpus]
+        cpu_jobs = [j for j in jobs if not j.gpu_indices]
+        rows.append({"worker": worker, "gpus": gpus, "cpu_jobs": cpu_jobs})
+    return rows
+

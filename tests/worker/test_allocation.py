@@ -15,7 +15,7 @@ from app.db import session_scope
 from app.jobs.models import Job
 from tests.fixtures import tiny_spec
 from tests.worker.test_runner import submit
-from worker.allocation import box_now, held_gpus
+from worker.allocation import box_now
 from worker.inventory import Gpu
 from worker.runner import run_job
 
@@ -27,7 +27,7 @@ def test_running_jobs_fill_the_box_they_hold():
     box = box_now("w", gpus, running, sharing=True)
     assert [(g.index, g.jobs, g.claimed_gb, g.whole) for g in box.gpus] == [
         (0, [], 0.0, False), (1, [1], 30.0, False)]
-    assert held_gpus("cuda:0,3") == [0, 3] and held_gpus("cpu") == []
+    assert Job(devices="cuda:0,3").gpu_indices == [0, 3] and Job(devices="cpu").gpu_indices == []
 
 
 @pytest.mark.slow

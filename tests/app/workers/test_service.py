@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from app.db import session_scope, utcnow
 from app.workers import store
-from tests.app.factories import SPEC
+from tests.app.factories import SPEC, make_job
 
 A100 = {"index": 0, "name": "A100", "memory_total_mb": 81920, "memory_used_mb": 0,
         "utilization": 0.0}
@@ -60,3 +60,14 @@ def test_resources_are_validated_and_echoed(client):
     assert body["spec"]["resources"] == {"gpus": 0, "gpu_memory_gb": None}
     assert client.post("/api/v1/jobs", json=SPEC).json()["spec"]["resources"] == {
         "gpus": None, "gpu_memory_gb": None}
+
+
+def test_the_gpus_page_lists_each_workers_gpus_and_the_jobs_on_them(client):
+    advertise("box@a", 2)
+    advertise("laptop@b", 0)
+    job = make_job("running", name="big-one", worker_id="box@a", devices="cuda:1")
+    page = client.get("/gpus").text
+    assert "box@a" in page and "laptop@b" in page and "No GPU" in page
+    row = page.split('data-gpu="1"')[1].split("</tr>")[0]
+    assert f'href="/jobs/{job}"' in row and "big-one" in row and "0 / 80 GB" in row
+    assert "free" in page.split('data-gpu="0"')[1].split("</tr>")[0]
