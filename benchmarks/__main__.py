@@ -12,6 +12,7 @@ P11 the Fast preset against the reference recipe (samples/s, final eval accuracy
 P12 each task against its plain script
 P13 Try it latency (p95) on a tiny encoder while a job trains
 P14 compare of 5 jobs with 100,000 metric points each
+P15 one job on 2 DDP processes (CPU, gloo) against 1 process (samples/s, loss curve)
 PostgreSQL (TUNEDECK_BENCH_POSTGRES_URL, default postgres@127.0.0.1:5432) and Redis
 (TUNEDECK_BENCH_REDIS_URL, default 127.0.0.1:6379/15) rows are skipped, with the reason, when
 the server is not reachable; so are the rows that need ../shared/data/mrpc, the MiniLM
@@ -35,6 +36,7 @@ from benchmarks import (
     charts,
     coldstart,
     compare,
+    ddp,
     fast_preset,
     joblist,
     live,
@@ -67,9 +69,11 @@ BENCHMARKS: dict[str, tuple[str, Callable[[bool], list[Row]]]] = {
            lambda quick: tasks.run(runs=2 if quick else 4)),
     "P13": ("Try it latency while a job trains", tryit.run),
     "P14": ("compare of 5 jobs, 100,000 points each", compare.run),
+    "P15": ("one job on 2 DDP processes against 1 (CPU)",
+            lambda quick: ddp.run(runs=1 if quick else 2, train_rows=128 if quick else 256)),
 }
 ORDER = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9", "P10", "P11", "P12", "P13",
-         "P14")
+         "P14", "P15")
 RESULTS = REPO / "benchmarks" / "results.json"
 SETUPS = """## How each is measured
 
@@ -155,6 +159,14 @@ SETUPS = """## How each is measured
   `GET /api/v1/compare?jobs=...` (its default 500 points per series; 2000 reported) through the
   ASGI app in process: the spec diff, final metrics, every job's downsampled series and the
   flips' summary over the 1,000 shared rows.
+- **P15** (`benchmarks/ddp.py`) One job by `run_job`, twice per run: `resources: {gpus: 0}`
+  with batch 16 in one process, and `resources: {gpus: 2}` with batch 8 per process through
+  torchrun on 2 CPU processes (gloo, `TUNEDECK_DDP_CPU`): the same effective batch and steps.
+  all-MiniLM-L6-v2 on the first 256 MRPC train rows, 1 epoch, max_length 128, lr 1e-4, seed 42,
+  train loss every 2 steps, eval loss on the first 128 validation rows; ABBA order; the
+  median of the 2-process / 1-process ratios of Trainer's train samples/s, the job wall times
+  (launch and imports included), and the two train loss curves at three steps. Report only:
+  on a CPU the two processes share the cores the one process had.
 """
 DOCS = REPO / "docs" / "benchmarks.md"
 
