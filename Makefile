@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 VENDOR_STAMP := app/static/vendor/.installed
 
-.PHONY: serve test test-all setup lint bench
+.PHONY: serve test test-all test-ddp setup lint bench
 
 serve: setup
 	$(BIN)/tunedeck serve
@@ -16,6 +16,11 @@ test: setup
 
 test-all: setup
 	$(BIN)/pytest -m "slow or not slow"
+
+# The multi-process (torchrun, gloo on CPU) tests marked slow: cancel and a killed rank, and
+# the box scheduler with fake GPUs (issue 18 asks for them in CI).
+test-ddp: setup
+	$(BIN)/pytest -m slow tests/worker/test_distributed.py tests/worker/test_allocation.py
 
 lint: setup
 	$(BIN)/ruff check app worker tests benchmarks

@@ -142,8 +142,10 @@ def _run_launched(job_id: int, attempt: int, resume: Path | None,
     status, retry = distributed.settle(
         job_id, attempt, launch, settings,
         lambda kind, message: _retry_after_oom(job_id, attempt, kind, message, settings))
+    # Requeued after a dead rank: the next attempt, maybe on another box, owns the output now.
+    settled = LOST if status == JobStatus.queued else status
     _settle_checkpoints(job_id, settings.job_dir(job_id).resolve() / "output",
-                        settings.data_dir, status)
+                        settings.data_dir, settled)
     return status, retry
 
 

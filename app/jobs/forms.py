@@ -37,7 +37,8 @@ PLAIN_TRAINING = (
     "train_sampling_strategy",
 )
 PRECISION_KEYS = ("fp16", "bf16")
-OPTIONAL = ("name", "dataset.config", "dataset.eval_split", "dataset.test_split")
+OPTIONAL = ("name", "dataset.config", "dataset.eval_split", "dataset.test_split",
+            "resources.gpus", "resources.gpu_memory_gb")
 TEXT_FIELDS = ("dataset.text_fields.0", "dataset.text_fields.1")
 TASK_SPECS: dict[str, type[SpecBase]] = {
     "text-classification": TextClassificationSpec,
@@ -102,6 +103,8 @@ def values_for_spec(spec: dict[str, Any]) -> Values:
         "advanced": advanced_text(training, fast=spec.get("preset") == "fast",
                                   stopping=bool(spec.get("early_stopping"))),
         **_stopping_values(spec.get("early_stopping")),
+        **{f"resources.{k}": _text(v) if v is not None else ""
+           for k, v in (spec.get("resources") or {}).items()},
     }
     values.update(TASK_VALUES.get(task, _text_values)(spec))
     merged = {**TrainingSpec().model_dump(), **training}
@@ -244,7 +247,8 @@ def spec_data(values: Values, advanced: dict[str, Any]) -> dict[str, Any]:
     spec = {"task": task, "preset": "fast" if fast else None, "name": get("name"),
             "model": get("model"),
             "max_length": get("max_length"), "metrics": values.get("metrics") or [],
-            "dataset": data, "training": training}
+            "dataset": data, "training": training,
+            "resources": {k: get(f"resources.{k}") for k in ("gpus", "gpu_memory_gb")}}
     TASK_SPEC_DATA.get(task, _text_spec)(values, spec)
     if values.get("early_stopping.on"):
         spec["early_stopping"] = {

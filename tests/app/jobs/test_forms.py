@@ -258,3 +258,16 @@ def test_without_the_switch_the_spec_is_the_reference_recipe():
     assert spec["preset"] is None and spec["collator"] == {"pad_to_multiple_of": None}
     assert spec["training"]["train_sampling_strategy"] == "random"
     assert "dataloader_num_workers" not in spec["training"]
+
+
+def test_the_gpu_fields_set_resources_and_round_trip():
+    values = forms.values_for_spec(JobSpec.model_validate(spec_with_extras()).model_dump())
+    assert (values["resources.gpus"], values["resources.gpu_memory_gb"]) == ("", "")
+    assert forms.build_spec(values).resources.gpus is None  # empty: the worker's default
+    values.update({"resources.gpus": "2", "resources.gpu_memory_gb": "20"})
+    spec = forms.build_spec(values)
+    assert (spec.resources.gpus, spec.resources.gpu_memory_gb) == (2, 20)
+    again = forms.values_for_spec(spec.model_dump(mode="json"))
+    assert (again["resources.gpus"], again["resources.gpu_memory_gb"]) == ("2", "20")
+    values["resources.gpus"] = "-1"
+    assert "resources.gpus" in invalid(values)
