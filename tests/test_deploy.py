@@ -268,8 +268,8 @@ def test_database_and_broker_ports_stay_on_loopback_by_default(compose):
 
 def test_env_example_lists_every_setting():
     text = (REPO / ".env.example").read_text()
-    for name, field in Settings.model_fields.items():
-        if field.validation_alias:  # read under its own name (CUDA_VISIBLE_DEVICES)
+    for name, info in Settings.model_fields.items():
+        if info.validation_alias:  # read under its own name (CUDA_VISIBLE_DEVICES)
             continue
         assert re.search(rf"^#? ?TUNEDECK_{name.upper()}=", text, re.MULTILINE), name
 
