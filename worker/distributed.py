@@ -150,10 +150,13 @@ def launch(job_id: int, attempt: int, resume: Path | None, placement: Placement,
              placement.label)
     process = subprocess.Popen(command(job_id, attempt, resume, placement, notes),
                                cwd=notes.parent.parent, preexec_fn=_die_with_parent)
+    renewed = time.monotonic()
     while process.poll() is None:
-        time.sleep(min(1.0, settings.heartbeat_seconds))
-        with session_scope() as session:  # rank 0 renews it too once it reports
-            lifecycle.heartbeat(session, job_id, attempt, utcnow())
+        time.sleep(0.5)
+        if time.monotonic() - renewed >= settings.heartbeat_seconds:
+            with session_scope() as session:  # rank 0 renews it too once it reports
+                lifecycle.heartbeat(session, job_id, attempt, utcnow())
+            renewed = time.monotonic()
     return Launch(placement.processes, process.returncode, read_notes(notes))
 
 

@@ -1,6 +1,7 @@
 """One job on two processes through torchrun: DDP on CPU with gloo (TUNEDECK_DDP_CPU maps
 `resources: {gpus: 2}` to two CPU processes), through run_job, the code path the Celery task
-calls. Tested with text-classification on the tiny BERT of tests/fixtures.py.
+calls: text-classification on the tiny BERT of tests/fixtures.py (in the default suite), the
+other encoder tasks and causal-lm-sft (LoRA, tiny Llama of tests/causal_lm.py) marked slow.
 
     PYTHONPATH=$PWD pytest tests/worker/test_distributed.py
 """
@@ -21,6 +22,10 @@ from app.db import session_scope
 from app.jobs import repository, series, service
 from app.jobs.models import Job, Prediction
 from tests.fixtures import tiny_spec
+from tests.task_data import multi_label_rows, ner_rows, regression_rows
+from tests.worker.recipes.test_causal_lm_sft import make_data, sft_spec
+from tests.worker.recipes.test_recipes import spec_for as spec_for_task
+from tests.worker.recipes.test_recipes import write_splits
 from tests.worker.test_runner import submit
 from worker.distributed import notes_dir
 from worker.runner import run_job
@@ -127,3 +132,32 @@ def test_a_killed_rank_restarts_the_job_from_its_last_checkpoint(ddp_cpu, tiny_m
     assert attempts == [(1, "lost", None), (2, "succeeded", resumed)] and resumed
     assert "rank(s) [1] of 2 died" in message
     assert curve.steps == list(range(1, 61))  # one curve, the restart counting on
+
+
+def other_task_spec(task: str, model: Path, root: Path) -> dict:
+    if task == "causal-lm-sft":
+        return sft_spec(model, make_data(root), per_device_train_batch_size=4)
+    rows_of = {"multi-label-classification": multi_label_rows,
+               "text-regression": regression_rows, "token-classification": ner_rows}[task]
+    fields = {"multi-label-classification": {"label_field": "labels"},
+              "text-regression": {"label_field": "score"}}.get(task, {})
+    return spec_for_task(task, model, write_splits(root, rows_of, train=32), **fields)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["multi-label-classification", "text-regression",
+                                  "token-classification", "causal-lm-sft"])
+def test_every_other_task_trains_on_two_processes(ddp_cpu, task, tiny_model, tiny_llama,
+                                                  tmp_path):
+    spec = other_task_spec(task, tiny_llama if task == "causal-lm-sft" else tiny_model,
+                           tmp_path / "data")
+    job_id = submit({**spec, "resources": {"gpus": 2}})
+    assert run_job(job_id) == "succeeded", job_row(job_id).error_message
+    job = job_row(job_id)
+    with session_scope() as session:
+        rows = session.scalar(select(func.count(Prediction.id))
+                              .where(Prediction.job_id == job_id))
+        steps = series.metric_series(session, job_id).series["train/loss"].steps
+    assert (job.processes, job.devices) == (2, "cpu x2")
+    predicted = 4 if task == "causal-lm-sft" else 8  # the predict split, each row once
+    assert rows == predicted and steps == sorted(set(steps)) and job.global_step >= 1
