@@ -91,7 +91,10 @@ def test_two_processes_train_one_job_and_rank_zero_reports(ddp_cpu, tiny_model, 
     body = client.get(f"/api/v1/jobs/{job_id}").json()
     assert (body["processes"], body["effective_batch_size"], body["devices"]) == (2, 16, "cpu x2")
     page = client.get(f"/jobs/{job_id}").text
-    assert "cpu x2" in page and "16" in page
+    effective = page.split('id="effective-batch"')[1].split("</div>")[0]
+    assert 'id="devices"' in page and "cpu x2" in page and "16" in effective
+    assert "(8 x 2 x 1)" in effective
+    assert '<span class="devices">cpu x2</span>' in client.get("/jobs/table").text
 
 
 @pytest.mark.slow
