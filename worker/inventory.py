@@ -8,11 +8,10 @@ among those. Tests hand the scheduler fake inventories (tests/worker/test_schedu
 """
 from __future__ import annotations
 
+import importlib
 import logging
 from dataclasses import asdict, dataclass
 from typing import Protocol
-
-import torch
 
 from app.config import Settings
 from app.db import session_scope, utcnow
@@ -67,6 +66,9 @@ class TorchSource:
     """The count alone, where NVML is missing (ROCm, no nvidia-ml-py)."""
 
     def physical(self) -> list[Gpu]:
+        # Loaded here, not at the top: the sweep process and `python -m worker --sweep-once`
+        # import this module (to advertise GPUs) and start in a fraction of torch's import.
+        torch = importlib.import_module("torch")
         if not torch.cuda.is_available():
             return []
         return [Gpu(i, str(i), f"CUDA device {i}") for i in range(torch.cuda.device_count())]
