@@ -1,4 +1,4 @@
-"""P14: one job on two DDP processes (CPU, gloo, TUNEDECK_DDP_CPU) against the same job in one
+"""P15: one job on two DDP processes (CPU, gloo, TUNEDECK_DDP_CPU) against the same job in one
 process: train samples/s and the loss curve, side by side.
 
 One spec (all-MiniLM-L6-v2 on the first 256 MRPC train rows, 1 epoch, max_length 128, lr 1e-4,
@@ -107,12 +107,12 @@ def rows(results: dict[str, list[dict]], train_rows: int, threads: int) -> list[
                         "torch threads, 1 per DDP rank; ABBA order",
                "results": results, "pair_ratios": [round(r, 4) for r in ratios]}
     return [
-        Row("P14", f"train samples/s, 2 DDP processes / 1 process, CPU gloo (median of "
+        Row("P15", f"train samples/s, 2 DDP processes / 1 process, CPU gloo (median of "
             f"{len(ratios)} pairs)", round(median(ratios), 3), "x", "report", None, details),
-        Row("P14", "  train samples/s: 1 process / 2 processes (medians); job wall time",
+        Row("P15", "  train samples/s: 1 process / 2 processes (medians); job wall time",
             f"{speed[0]:.2f} / {speed[1]:.2f} ({wall[0]:.0f} s / {wall[1]:.0f} s)",
             "samples/s", "report"),
-        Row("P14", f"  train loss, 1 : 2 processes, at steps {steps[0]}, {steps[len(steps) // 2]}"
+        Row("P15", f"  train loss, 1 : 2 processes, at steps {steps[0]}, {steps[len(steps) // 2]}"
             f", {steps[-1]} (largest gap {diff:.3f}); final eval loss "
             f"{eval_loss[0]:.4f} / {eval_loss[1]:.4f}", shown, "", "report"),
     ]

@@ -5,8 +5,8 @@ by the worker when an attempt starts (worker/distributed.py); workers is the inv
 worker advertises with a heartbeat (worker/inventory.py), read by the 422 for impossible
 resource requests and the GPUs page.
 
-Revision ID: 0008_gpus
-Revises: 0007
+Revision ID: 0009_gpus
+Revises: 0008
 Create Date: 2026-12-03 08:00:00
 """
 from collections.abc import Sequence
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = '0008_gpus'
-down_revision: str | None = '0007'
+revision: str = '0009_gpus'
+down_revision: str | None = '0008'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
