@@ -78,6 +78,15 @@ def test_form_offers_the_classic_preset(client):
     assert 'name="training.num_train_epochs" value="3"' in html
 
 
+def test_enter_in_the_form_launches_a_job_not_a_sweep(client):
+    """Enter submits through the form's first submit button: it must be "Launch job"."""
+    page = client.get("/jobs/new").text
+    form = page[page.index('<form'):page.index('</form>')]
+    first = form[form.index('type="submit"') - 40:form.index('type="submit"') + 80]
+    assert "Launch job" in first and 'value="sweep"' not in first, first
+    assert 'id="launch-sweep"' in form
+
+
 def test_clone_opens_the_form_filled_with_the_spec(client, session):
     job = add_job(session, spec={**SPEC, "training": {**SPEC["training"],
                                                        "label_smoothing_factor": 0.1}})
