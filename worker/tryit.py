@@ -138,7 +138,7 @@ def predict(loaded: Loaded, spec: dict[str, Any], inputs: list[dict[str, Any]],
     data = TaskData(train=raw, eval=None, predict_raw=raw, predict_split=None,
                     predict_labeled=False, tokenizer=loaded.tokenizer,
                     label_names=loaded.label_names)  # train: unused here
-    features = recipe.features(spec, data, raw)  # type: ignore[attr-defined]
+    features = recipe.features(spec, data, raw)
     logits = forward(loaded.model, recipe.collator(spec, data), features, batch_size(spec))
     return recipe.rows(spec, data, raw, logits)
 

@@ -68,11 +68,19 @@ class Recipe:
                        processing_class=data.tokenizer, compute_metrics=compute_metrics,
                        callbacks=callbacks)
 
+    def features(self, spec: dict, data: TaskData, split: Dataset) -> Dataset:
+        """The model inputs of raw split rows (tokenized, labels encoded)."""
+        raise NotImplementedError
+
     def predict(self, trainer: Trainer, spec: dict,
                 data: TaskData) -> tuple[list[dict[str, Any]], dict[str, float]]:
-        """Rows in DESIGN.md's shape for this task (each with `split` and `row`) and the
-        `test/<name>` metrics of the predict split."""
-        raise NotImplementedError
+        """trainer.predict on the test split (else eval): rows in DESIGN.md's shape for this
+        task (each with `split` and `row`) and the `test/<name>` metrics."""
+        raw = data.predict_raw
+        assert raw is not None
+        output = predict_in_order(trainer, self.features(spec, data, raw))
+        return (self.rows(spec, data, raw, logits_of(output.predictions)),
+                prefixed(output.metrics, "test"))
 
     def rows(self, spec: dict, data: TaskData, raw: Dataset,
              logits: Any) -> list[dict[str, Any]]:

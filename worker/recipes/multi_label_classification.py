@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 from datasets import Dataset, Sequence, Value
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, Trainer
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 
 from worker import data as D
 from worker.metrics import MULTI_LABEL, PER_LABEL_CAP, multi_label_metrics, sigmoid
@@ -21,8 +21,6 @@ from worker.recipes.base import (
     TextInputRecipe,
     load_splits,
     logits_of,
-    predict_in_order,
-    prefixed,
     pretrained,
 )
 
@@ -137,14 +135,6 @@ class MultiLabelClassification(TextInputRecipe):
             return {k: v for k, v in out.items() if k in wanted or k not in MULTI_LABEL}
 
         return compute
-
-    def predict(self, trainer: Trainer, spec: dict,
-                data: TaskData) -> tuple[list[dict[str, Any]], dict[str, float]]:
-        raw = data.predict_raw
-        assert raw is not None
-        output = predict_in_order(trainer, self.features(spec, data, raw))
-        return (self.rows(spec, data, raw, logits_of(output.predictions)),
-                prefixed(output.metrics, "test"))
 
     def rows(self, spec: dict, data: TaskData, raw: Dataset,
              logits: Any) -> list[dict[str, Any]]:

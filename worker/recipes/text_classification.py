@@ -10,16 +10,13 @@ from typing import Any
 
 import numpy as np
 from datasets import Dataset
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, Trainer
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 
 from worker import data as D
 from worker.metrics import GLUE_EXTRA, MetricSuite, softmax
 from worker.recipes.base import (
     TaskData,
     TextInputRecipe,
-    logits_of,
-    predict_in_order,
-    prefixed,
     pretrained,
 )
 
@@ -82,15 +79,6 @@ class TextClassification(TextInputRecipe):
     def compute_metrics(self, spec: dict, data: TaskData,
                         use_evaluate: bool) -> Callable | None:
         return MetricSuite(metric_names(spec), len(data.label_names or []), use_evaluate)
-
-    def predict(self, trainer: Trainer, spec: dict,
-                data: TaskData) -> tuple[list[dict[str, Any]], dict[str, float]]:
-        """trainer.predict on the test split (else eval): one row per example."""
-        raw = data.predict_raw
-        assert raw is not None
-        output = predict_in_order(trainer, self.features(spec, data, raw))
-        return (self.rows(spec, data, raw, logits_of(output.predictions)),
-                prefixed(output.metrics, "test"))
 
     def rows(self, spec: dict, data: TaskData, raw: Dataset,
              logits: Any) -> list[dict[str, Any]]:

@@ -18,7 +18,6 @@ from transformers import (
     AutoTokenizer,
     DataCollatorForTokenClassification,
     PreTrainedModel,
-    Trainer,
 )
 
 from worker import data as D
@@ -29,8 +28,6 @@ from worker.recipes.base import (
     TaskData,
     load_splits,
     logits_of,
-    predict_in_order,
-    prefixed,
     pretrained,
 )
 
@@ -198,14 +195,6 @@ class TokenClassification(Recipe):
             return {k: v for k, v in entity_metrics(true, guess).items() if k in wanted}
 
         return compute
-
-    def predict(self, trainer: Trainer, spec: dict,
-                data: TaskData) -> tuple[list[dict[str, Any]], dict[str, float]]:
-        raw = data.predict_raw
-        assert raw is not None
-        output = predict_in_order(trainer, self.features(spec, data, raw))
-        return (self.rows(spec, data, raw, logits_of(output.predictions)),
-                prefixed(output.metrics, "test"))
 
     def rows(self, spec: dict, data: TaskData, raw: Dataset,
              logits: Any) -> list[dict[str, Any]]:
