@@ -116,9 +116,5 @@ def run(quick: bool = False) -> list[Row]:
     return rows
 
 
-def main() -> None:
-    quick_main(run, __doc__)
-
-
 if __name__ == "__main__":
-    main()
+    quick_main(run, __doc__)
