@@ -111,7 +111,7 @@ def test_form_to_live_chart_to_predictions_and_checkpoint(live_server, tiny_mode
     screenshot(page, "predictions")
 
     # a checkpoint downloads as a streamed tar archive
-    link = page.wait_for_selector('[data-checkpoint="final"] a')
+    link = page.wait_for_selector('[data-checkpoint="final"] a[download]')
     with page.expect_download() as info:
         link.click()
     archive = info.value.path()
