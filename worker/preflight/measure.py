@@ -7,7 +7,7 @@ run but not timed. On CUDA it also searches the largest per-device batch that fi
 longest rows (doubling from the spec's batch up to the effective batch, then one step back
 between the last fit and the first out-of-memory) and suggests batch size + gradient
 accumulation with the same effective batch. That search only runs on a GPU
-(tests/worker/test_preflight_measure.py has a CUDA-only test for it).
+(tests/worker/preflight/test_measure.py::test_the_batch_search_on_a_gpu is its CUDA-only test).
 """
 from __future__ import annotations
 

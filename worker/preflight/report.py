@@ -1,7 +1,7 @@
 """The numbers of a pre-flight report (per split, duplicates, steps) from SplitRows.
 
 Every number here is plain arithmetic over the rows, so tests recompute it independently
-(tests/worker/test_preflight.py). Percentiles are numpy's default (linear interpolation).
+(tests/worker/preflight/test_report.py). Percentiles are numpy's default (linear interpolation).
 """
 from __future__ import annotations
 
