@@ -17,10 +17,12 @@ test: setup
 test-all: setup
 	$(BIN)/pytest -m "slow or not slow"
 
-# The multi-process (torchrun, gloo on CPU) tests marked slow: cancel and a killed rank, and
-# the box scheduler with fake GPUs (issue 18 asks for them in CI).
+# The multi-process (torchrun, gloo on CPU) tests marked slow: cancel and a killed rank, the
+# box scheduler with fake GPUs, and jobs routed between two real workers by GPU count (issue
+# 18 asks for them in CI).
 test-ddp: setup
-	$(BIN)/pytest -m slow tests/worker/test_distributed.py tests/worker/test_allocation.py
+	$(BIN)/pytest -m slow tests/worker/test_distributed.py tests/worker/test_allocation.py \
+		tests/e2e/test_gpu_routing.py
 
 lint: setup
 	$(BIN)/ruff check app worker tests benchmarks

@@ -15,6 +15,7 @@ import threading
 import time
 
 from app.config import Settings, get_settings
+from app.jobs.queue import worker_queues
 from worker import inventory
 from worker.celery_app import celery_app
 from worker.sweep import sweep_once as run_sweep
@@ -49,20 +50,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def concurrency(settings: Settings) -> int:
+def concurrency(settings: Settings, gpus: int) -> int:
     """TUNEDECK_WORKER_CONCURRENCY, or one job per GPU (four per GPU with sharing on: jobs
     that do not fit wait for the scheduler, worker/allocation.py); one without GPUs."""
     if settings.worker_concurrency:
         return settings.worker_concurrency
-    gpus = len(inventory.discover(settings))
     return max(1, gpus * (4 if settings.gpu_sharing else 1))
 
 
 def run_worker(hostname: str | None, log_level: str) -> None:
-    """A Celery worker: a fresh process for each job, as many at once as concurrency()."""
+    """A Celery worker: a fresh process for each job, as many at once as concurrency(), fed
+    by the queues of the jobs its GPUs can run (app/jobs/queue.py worker_queues)."""
+    settings = get_settings()
+    gpus = len(inventory.discover(settings))
+    queues = worker_queues(gpus, settings.ddp_cpu)
+    print(f"tunedeck: worker with {gpus} GPU(s) consumes {', '.join(queues)}", file=sys.stderr)
     argv = ["worker", "--loglevel", log_level.upper(),
-            "--concurrency", str(concurrency(get_settings())),
-            "--max-tasks-per-child", "1", "--queues", "tunedeck", "--without-gossip",
+            "--concurrency", str(concurrency(settings, gpus)),
+            "--max-tasks-per-child", "1", "--queues", ",".join(queues), "--without-gossip",
             "--without-mingle"]
     if hostname:
         argv += ["--hostname", hostname]

@@ -1,8 +1,8 @@
 """Which jobs the broker still holds a train message for, so the sweep re-sends only lost ones.
 
-Reads kombu's storage directly (no Celery import): the Redis list named after the queue plus
-the `unacked` hash, or the message table of the SQL transport. Any other broker answers None
-("cannot tell").
+Reads kombu's storage directly (no Celery import): the Redis lists named after the train
+queues (tunedeck and the tunedeck.gpusN queues, app/jobs/queue.py) plus the `unacked` hash, or
+the message table of the SQL transport. Any other broker answers None ("cannot tell").
 """
 from __future__ import annotations
 
@@ -18,14 +18,14 @@ from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 
+from app.jobs.queue import GPU_QUEUE_PREFIX, QUEUE
 from worker.celery_app import TRAIN_TASK
 
 log = logging.getLogger(__name__)
-QUEUE = "tunedeck"
 UNACKED_KEY, UNACKED_INDEX = "unacked", "unacked_index"  # kombu's Redis transport defaults
 _SQL_PENDING = text(
     "SELECT m.payload FROM kombu_message m JOIN kombu_queue q ON m.queue_id = q.id "
-    "WHERE q.name = :queue AND m.visible"
+    "WHERE (q.name = :queue OR q.name LIKE :gpu_queues) AND m.visible"
 )
 
 
@@ -56,9 +56,8 @@ class BrokerView:
     (kombu would only restore it after the 12 h visibility timeout).
     """
 
-    def __init__(self, url: str, queue: str = QUEUE, fresh_seconds: float = 60.0):
+    def __init__(self, url: str, fresh_seconds: float = 60.0):
         self.url = url
-        self.queue = queue
         self.fresh_seconds = fresh_seconds
         self._redis: redis.Redis | None = None
         self._engine: Engine | None = None
@@ -79,11 +78,12 @@ class BrokerView:
             if self._engine is not None:
                 return self._sql_ids(self._engine)
         except Exception:
-            log.warning("could not read the broker's queue %r", self.queue, exc_info=True)
+            log.warning("could not read the broker's train queues", exc_info=True)
         return None
 
     def _redis_ids(self, client: redis.Redis) -> set[int]:
-        waiting = client.lrange(self.queue, 0, -1)
+        queues = [QUEUE, *client.scan_iter(match=f"{GPU_QUEUE_PREFIX}*", _type="list")]
+        waiting = [message for queue in queues for message in client.lrange(queue, 0, -1)]
         tags = client.zrangebyscore(UNACKED_INDEX, time.time() - self.fresh_seconds, "+inf")
         entries = client.hmget(UNACKED_KEY, cast(list[bytes], tags)) if tags else []
         # Delivered but not yet acknowledged: [message, exchange, routing_key].
@@ -93,7 +93,9 @@ class BrokerView:
     def _sql_ids(self, engine: Engine) -> set[int]:
         with engine.connect() as conn:
             try:
-                rows = conn.execute(_SQL_PENDING, {"queue": self.queue}).scalars().all()
+                rows = conn.execute(_SQL_PENDING, {"queue": QUEUE,
+                                                   "gpu_queues": f"{GPU_QUEUE_PREFIX}%"}
+                                    ).scalars().all()
             except Exception:
                 if not _has_table(engine):
                     return set()

@@ -211,8 +211,8 @@ def _lose(job_id: int, attempt: int, launch_: Launch, settings: Settings) -> str
         job = session.get(Job, job_id)
         outcome = None if job is None else after_loss(
             session, job, settings, now, now + timedelta(seconds=1), message)
-        if outcome == "requeued":
-            enqueue_after_commit(session, job_id)
+        if job is not None and outcome == "requeued":
+            enqueue_after_commit(session, job)
     log.warning("job %s attempt %s: %s; %s", job_id, attempt, message, outcome)
     return {"requeued": JobStatus.queued, "failed": JobStatus.failed,
             "cancelled": JobStatus.cancelled}.get(outcome or "", LOST)

@@ -74,7 +74,7 @@ def expire_leases(session: Session, settings: Settings, report: SweepReport) -> 
             continue  # renewed, finished or taken by another sweeper meanwhile
         getattr(report, outcome).append(job.id)
         if outcome == "requeued":
-            enqueue_after_commit(session, job.id)
+            enqueue_after_commit(session, job)
         log.warning("job %s: worker %s lost (last heartbeat %s); %s", job.id, worker,
                     _when(seen), outcome)
 
@@ -117,7 +117,7 @@ def resend_lost(session: Session, settings: Settings, broker: BrokerView, report
         if held is not None and job.id in held:
             continue
         if lifecycle.resend(session, job.id, job.enqueued_at, now):
-            enqueue_after_commit(session, job.id)
+            enqueue_after_commit(session, job)
             report.resent.append(job.id)
     if report.resent:
         log.warning("re-sent %d queued job(s) the broker did not hold: %s", len(report.resent),

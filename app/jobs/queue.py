@@ -14,10 +14,16 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from app.config import get_settings
+from app.jobs.models import Job
 
 log = logging.getLogger(__name__)
 TRAIN_TASK = "tunedeck.train"
 QUEUE = "tunedeck"
+# A job that asks for N GPUs waits in tunedeck.gpusN, which only workers with at least N GPUs
+# consume, so in a mixed fleet it reaches a box that can run it (docs/deploy.md, Multi-GPU).
+GPU_QUEUE_PREFIX = "tunedeck.gpus"
+# A TUNEDECK_DDP_CPU worker runs a job asking for N GPUs as N CPU processes, up to this many.
+DDP_CPU_MAX_PROCESSES = 8
 # Short requests (try a checkpoint, check data, push a model) have a queue and a worker of their
 # own, so they are answered while a training job holds the training worker for hours.
 INFER_TASK = "tunedeck.infer"
@@ -63,14 +69,30 @@ def get_producer() -> Celery:
     return producer
 
 
-def enqueue_after_commit(session: Session, job_id: int) -> None:
-    session.info.setdefault(_PENDING, []).append(job_id)
+def queue_for(spec: dict[str, Any] | None) -> str:
+    """The queue of a job's train task: tunedeck.gpusN for `resources.gpus: N` (N >= 1); the
+    queue every training worker consumes for `gpus: 0` (the CPU) and unset (a GPU where the
+    worker has one, else the CPU)."""
+    gpus = ((spec or {}).get("resources") or {}).get("gpus")
+    return f"{GPU_QUEUE_PREFIX}{int(gpus)}" if gpus else QUEUE
+
+
+def worker_queues(gpu_count: int, ddp_cpu: bool = False) -> list[str]:
+    """The queues a training worker with `gpu_count` GPUs consumes: tunedeck, and
+    tunedeck.gpus1 .. tunedeck.gpusN for every N it could run."""
+    most = max(gpu_count, DDP_CPU_MAX_PROCESSES if ddp_cpu else 0)
+    return [QUEUE, *(f"{GPU_QUEUE_PREFIX}{n}" for n in range(1, most + 1))]
+
+
+def enqueue_after_commit(session: Session, job: Job) -> None:
+    """Send the job's train task once the session commits (never for a rolled-back row)."""
+    session.info.setdefault(_PENDING, []).append((job.id, queue_for(job.spec)))
 
 
 @event.listens_for(Session, "after_commit")
 def _send_pending(session: Session) -> None:
-    for job_id in session.info.pop(_PENDING, []):
-        send(job_id)
+    for job_id, queue in session.info.pop(_PENDING, []):
+        send(job_id, queue)
 
 
 @event.listens_for(Session, "after_rollback")
@@ -78,10 +100,11 @@ def _drop_pending(session: Session) -> None:
     session.info.pop(_PENDING, None)
 
 
-def send(job_id: int) -> bool:
-    """Publish one train task; a broker outage leaves the job queued for the requeue sweep."""
+def send(job_id: int, queue: str = QUEUE) -> bool:
+    """Publish one train task to `queue` (queue_for); a broker outage leaves the job queued
+    for the requeue sweep."""
     try:
-        get_producer().send_task(TRAIN_TASK, args=[job_id], retry=True,
+        get_producer().send_task(TRAIN_TASK, args=[job_id], queue=queue, retry=True,
                                  retry_policy={"max_retries": 2, "interval_start": 0.2,
                                                "interval_step": 0.5})
     except Exception:  # the database row is the record; the sweep re-sends it

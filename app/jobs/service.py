@@ -38,7 +38,7 @@ def create_job(session: Session, spec: JobSpec, settings: Settings | None = None
     check_spec(session, spec, settings)
     job = lifecycle.queue(session, spec.display_name(), spec.model_dump(mode="json"), utcnow(),
                           sweep_id=sweep_id, sweep_values=sweep_values)
-    enqueue_after_commit(session, job.id)
+    enqueue_after_commit(session, job)
     return job
 
 

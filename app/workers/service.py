@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 from app.config import Settings
 from app.db import utcnow
 from app.errors import Invalid
+from app.jobs.queue import DDP_CPU_MAX_PROCESSES
 from app.workers import repository
 from app.workers.models import Worker
 
@@ -19,19 +20,28 @@ def alive(session: Session, settings: Settings) -> list[Worker]:
     return repository.alive(session, since)
 
 
+def capacity(worker: Worker) -> int:
+    """The most GPUs one job may ask of this worker (the tunedeck.gpusN queues it consumes,
+    app/jobs/queue.py worker_queues): its GPUs, or up to DDP_CPU_MAX_PROCESSES CPU processes
+    on a TUNEDECK_DDP_CPU worker."""
+    return max(len(worker.gpus), DDP_CPU_MAX_PROCESSES if worker.ddp_cpu else 0)
+
+
 def check_resources(session: Session, resources: dict[str, Any], settings: Settings) -> None:
     """Invalid (422) when no worker alive now could ever run the job; with no worker alive,
     nothing can be said and the job waits in the queue."""
     workers = alive(session, settings)
     gpus, memory = resources.get("gpus"), resources.get("gpu_memory_gb")
-    if not workers or any(w.ddp_cpu for w in workers):
+    if not workers:
         return
     if gpus:
-        most = max(len(w.gpus) for w in workers)
+        most = max(capacity(w) for w in workers)
         if gpus > most:
-            counts = ", ".join(f"{w.id}: {len(w.gpus)}" for w in workers)
+            counts = ", ".join(f"{w.id}: {capacity(w)}" for w in workers)
             raise Invalid("resources.gpus", f"asks for {gpus} GPUs on one worker; the "
                                             f"largest has {most} ({counts})")
+    if any(w.ddp_cpu for w in workers):
+        return  # CPU processes stand in for GPUs there: no memory to compare
     largest = max((g.get("memory_total_mb") or 0 for w in workers for g in w.gpus), default=0)
     if memory and largest and memory * 1024 > largest:
         raise Invalid("resources.gpu_memory_gb", f"asks for {memory:g} GB; the largest GPU "

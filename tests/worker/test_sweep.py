@@ -16,6 +16,7 @@ from app.config import get_settings
 from app.db import session_scope, utcnow
 from app.jobs import lifecycle, repository, service
 from app.jobs.models import Job, JobAttempt, JobStatus, MetricPoint
+from app.jobs.queue import worker_queues
 from app.jobs.schemas import JobSpec
 from tests.fixtures import REDIS_URL, redis_available, service_missing
 from worker.broker import BrokerView, job_id_of
@@ -119,6 +120,36 @@ def test_only_the_attempt_that_holds_the_lease_can_change_it(settings_env):
         assert not lifecycle.requeue(session, job_id, 1, utcnow(), cutoff, "lost")
         assert lifecycle.heartbeat(session, job_id, 2, utcnow())
         assert not lifecycle.requeue(session, job_id, 2, utcnow(), cutoff, "lost")
+
+
+def queues_holding() -> dict[str, list[int]]:
+    """The embedded broker's train messages by queue name."""
+    engine = create_engine(get_settings().broker.removeprefix("sqla+"))
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT q.name, m.payload FROM kombu_message m JOIN kombu_queue q"
+                                 " ON m.queue_id = q.id WHERE m.visible")).all()
+    engine.dispose()
+    by_queue: dict[str, list[int]] = {}
+    for name, payload in rows:
+        by_queue.setdefault(name, []).append(job_id_of(payload))
+    return by_queue
+
+
+def test_a_job_asking_for_n_gpus_waits_in_the_queue_only_n_gpu_workers_read(sweeper):
+    cpu_or_any = submitted()
+    with session_scope() as session:
+        two = service.create_job(session, JobSpec.model_validate(
+            {**SPEC, "resources": {"gpus": 2}})).id
+    assert queues_holding() == {"tunedeck": [cpu_or_any], "tunedeck.gpus2": [two]}
+    assert worker_queues(0) == ["tunedeck"]
+    assert worker_queues(1) == ["tunedeck", "tunedeck.gpus1"]
+    assert worker_queues(2) == ["tunedeck", "tunedeck.gpus1", "tunedeck.gpus2"]
+    assert worker_queues(0, ddp_cpu=True)[-1] == "tunedeck.gpus8"
+    # The sweep's view of the broker reads every train queue, and re-sends to the same one.
+    assert held(sweeper) == {cpu_or_any, two}
+    purge_embedded_broker()
+    assert sweeper.run_once(startup=True).resent == [cpu_or_any, two]
+    assert queues_holding() == {"tunedeck": [cpu_or_any], "tunedeck.gpus2": [two]}
 
 
 def test_queued_jobs_the_broker_lost_are_sent_again(sweeper):
@@ -230,6 +261,7 @@ def test_the_redis_view_counts_waiting_and_freshly_taken_messages():
     producer = make_celery(url)
     for job_id in (1, 2, 3):
         producer.send_task(TRAIN_TASK, args=[job_id])
+    producer.send_task(TRAIN_TASK, args=[4], queue="tunedeck.gpus2")  # a 2-GPU job
     # Take 1 and 2 as a worker would: 1 just now, 2 by a worker that died two minutes ago.
     for age in (0, 120):
         raw = client.rpop("tunedeck")
@@ -237,8 +269,8 @@ def test_the_redis_view_counts_waiting_and_freshly_taken_messages():
         client.hset("unacked", tag, json.dumps([json.loads(raw), "", "tunedeck"]))
         client.zadd("unacked_index", {tag: time.time() - age})
     try:
-        assert BrokerView(url, fresh_seconds=60).job_ids() == {1, 3}
-        assert BrokerView(url, fresh_seconds=300).job_ids() == {1, 2, 3}
+        assert BrokerView(url, fresh_seconds=60).job_ids() == {1, 3, 4}
+        assert BrokerView(url, fresh_seconds=300).job_ids() == {1, 2, 3, 4}
     finally:
         client.flushdb()
         producer.close()

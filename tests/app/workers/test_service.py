@@ -48,9 +48,11 @@ def test_stale_workers_and_no_workers_refuse_nothing(client):
     assert submit(client, gpus=8).status_code == 201
 
 
-def test_a_ddp_cpu_worker_runs_any_count(client):
+def test_a_ddp_cpu_worker_runs_up_to_eight_cpu_processes(client):
     advertise("laptop@a", 0, ddp_cpu=True)
-    assert submit(client, gpus=4).status_code == 201
+    assert submit(client, gpus=8).status_code == 201
+    [error] = submit(client, gpus=9).json()["detail"]
+    assert error["msg"] == "asks for 9 GPUs on one worker; the largest has 8 (laptop@a: 8)"
 
 
 def test_resources_are_validated_and_echoed(client):
