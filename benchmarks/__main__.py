@@ -139,7 +139,7 @@ SETUPS = """## How each is measured
 - **P12** One pair of rows per new task: `benchmarks/plain_tasks.py` (the task as a plain
   transformers / TRL script: the same model, data, seed, TrainingArguments and collator, label
   ids in tunedeck's order) against a tunedeck job run by `worker.runner.run_job`, measured as
-  P1 (one child process per task, a plain warm-up run not counted, then 4 runs per arm in ABBA
+  P1 (one child process per task, a warm-up run of each arm not counted, then 4 runs per arm in ABBA
   order, the median of the 4 adjacent pairs' tunedeck / plain train samples/s; 2 with
   `--quick`), and the final eval loss of both arms, which must be equal. Encoder tasks
   (multi-label-classification, text-regression, token-classification): all-MiniLM-L6-v2 on
