@@ -24,6 +24,7 @@ from app.jobs.outputs import PredictionPage, TokenPredictionOut
 from app.sweeps import forms as sweep_forms
 from app.templating import templates
 from app.tryit import service as tryit
+from app.workers import service as workers
 
 router = APIRouter(include_in_schema=False)
 
@@ -172,7 +173,7 @@ def job_page(request: Request, job: JobDep, session: SessionDep,
              settings: SettingsDep) -> HTMLResponse:
     checkpoints = _checkpoints(session, job)
     names = [c.name for c in checkpoints["checkpoints"]]
-    return render(request, "jobs/detail.html", **{**_status(job), **checkpoints},
+    return render(request, "jobs/detail.html", **{**_status(job, session), **checkpoints},
                   tryit=tryit.panel(job.spec, names),
                   predictions=_predictions(session, job, _largest_errors_first(job), 1),
                   cursor=repository.last_metric_id(session, job.id),
@@ -204,8 +205,8 @@ def _annotate(request: Request, session: Session, job: Job, tags: list[str],
 
 
 @router.get("/jobs/{job_id}/status")
-def job_status(request: Request, job: JobDep) -> HTMLResponse:
-    return render(request, "jobs/_status.html", **_status(job))
+def job_status(request: Request, job: JobDep, session: SessionDep) -> HTMLResponse:
+    return render(request, "jobs/_status.html", **_status(job, session))
 
 
 @router.post("/jobs/{job_id}/cancel")
@@ -214,12 +215,14 @@ def cancel_job(request: Request, job: JobDep, session: SessionDep) -> HTMLRespon
         service.cancel_job(session, job)
     except Conflict:
         pass  # finished meanwhile: the refreshed status says so
-    return render(request, "jobs/_status.html", **_status(job))
+    return render(request, "jobs/_status.html", **_status(job, session))
 
 
-def _status(job: Job) -> dict[str, Any]:
+def _status(job: Job, session: Session) -> dict[str, Any]:
+    waiting = (workers.waiting_for(session, job.spec, get_settings())
+               if job.status == JobStatus.queued else None)
     return {"job": job, "progress": service.progress_of(job),
-            "finished": JobStatus(job.status).finished}
+            "finished": JobStatus(job.status).finished, "waiting": waiting}
 
 
 @router.get("/jobs/{job_id}/checkpoints")

@@ -37,15 +37,32 @@ def check_resources(session: Session, resources: dict[str, Any], settings: Setti
     if gpus:
         most = max(capacity(w) for w in workers)
         if gpus > most:
-            counts = ", ".join(f"{w.id}: {capacity(w)}" for w in workers)
             raise Invalid("resources.gpus", f"asks for {gpus} GPUs on one worker; the "
-                                            f"largest has {most} ({counts})")
+                                            f"largest has {most} ({_counts(workers)})")
     if any(w.ddp_cpu for w in workers):
         return  # CPU processes stand in for GPUs there: no memory to compare
     largest = max((g.get("memory_total_mb") or 0 for w in workers for g in w.gpus), default=0)
     if memory and largest and memory * 1024 > largest:
         raise Invalid("resources.gpu_memory_gb", f"asks for {memory:g} GB; the largest GPU "
                                                  f"of the workers alive has {largest / 1024:.1f} GB")
+
+
+def waiting_for(session: Session, spec: dict[str, Any] | None,
+                settings: Settings) -> str | None:
+    """Why a queued job asking for N GPUs does not start: no live worker has N (it waits in
+    tunedeck.gpusN for one that has, app/jobs/queue.py); None when one has, or none is alive
+    (submitted before any worker advertised, the job could not be refused then)."""
+    gpus = int(((spec or {}).get("resources") or {}).get("gpus") or 0)
+    workers = alive(session, settings) if gpus else []
+    most = max((capacity(w) for w in workers), default=0)
+    if not workers or gpus <= most:
+        return None
+    return (f"Waits for a worker with {gpus} GPUs: the live workers have at most {most} "
+            f"({_counts(workers)}).")
+
+
+def _counts(workers: list[Worker]) -> str:
+    return ", ".join(f"{w.id}: {capacity(w)}" for w in workers)
 
 
 def gpu_rows(session: Session, settings: Settings) -> list[dict[str, Any]]:

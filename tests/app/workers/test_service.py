@@ -73,3 +73,15 @@ def test_the_gpus_page_lists_each_workers_gpus_and_the_jobs_on_them(client):
     row = page.split('data-gpu="1"')[1].split("</tr>")[0]
     assert f'href="/jobs/{job}"' in row and "big-one" in row and "0 / 80 GB" in row
     assert "free" in page.split('data-gpu="0"')[1].split("</tr>")[0]
+
+
+def test_a_queued_job_no_live_worker_can_run_says_what_it_waits_for(client):
+    job = submit(client, gpus=2).json()["id"]  # no worker alive yet: accepted
+    assert 'id="job-waiting"' not in client.get(f"/jobs/{job}").text
+    advertise("small@a", 1)
+    advertise("laptop@b", 0)
+    notice = client.get(f"/jobs/{job}/status").text.split('id="job-waiting">')[1]
+    assert notice.startswith("Waits for a worker with 2 GPUs: the live workers have at most 1 "
+                             "(laptop@b: 0, small@a: 1).")
+    advertise("box@c", 2)
+    assert 'id="job-waiting"' not in client.get(f"/jobs/{job}").text
