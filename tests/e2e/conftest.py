@@ -1,4 +1,4 @@
-"""Browser fixtures for the end-to-end tests."""
+"""Fixtures for the end-to-end tests: the browser, and Redis + PostgreSQL for several workers."""
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -31,3 +31,24 @@ def page(browser) -> Iterator:
     yield page
     context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+@pytest.fixture
+def fleet_env(settings_env, monkeypatch) -> Iterator[dict[str, str]]:
+    """Redis (the database of TUNEDECK_TEST_REDIS_URL: parallel runs each have their own) and a
+    fresh PostgreSQL database, for tests that start several real worker processes."""
+    from tests.e2e.test_faults import redis_postgres
+    from tests.fixtures import REDIS_URL
+
+    yield from redis_postgres(settings_env, monkeypatch, int(REDIS_URL.rsplit("/", 1)[1]))
+
+
+@pytest.fixture
+def fleet_api(fleet_env) -> Iterator:
+    """The API in-process (TestClient) on fleet_env."""
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    with TestClient(create_app()) as client:
+        yield client

@@ -8,29 +8,14 @@ torchrun processes on gloo), on Redis and PostgreSQL; the API in-process (TestCl
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from fastapi.testclient import TestClient
 
-from app.main import create_app
-from tests.e2e.test_faults import finished, job_row, long_spec, loss_points, redis_postgres
+from tests.e2e.test_faults import finished, job_row, long_spec, loss_points
 from tests.e2e.workers import WorkerProcess
-from tests.fixtures import REDIS_URL
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres,
               pytest.mark.timeout(600)]
-
-
-@pytest.fixture
-def env(settings_env, monkeypatch) -> Iterator[dict[str, str]]:
-    yield from redis_postgres(settings_env, monkeypatch, int(REDIS_URL.rsplit("/", 1)[1]))
-
-
-@pytest.fixture
-def api(env) -> Iterator[TestClient]:
-    with TestClient(create_app()) as client:
-        yield client
 
 
 def submit(api: TestClient, spec: dict, gpus: int) -> int:
@@ -47,7 +32,8 @@ def box(env: dict[str, str], tmp_path, name: str, gpus: int) -> WorkerProcess:
 
 
 def test_a_two_gpu_job_waits_for_a_two_gpu_box_which_also_runs_two_jobs_at_once(
-        env, api, tiny_model, make_dataset, tmp_path):
+        fleet_env, fleet_api, tiny_model, make_dataset, tmp_path):
+    env, api = fleet_env, fleet_api
     spec = long_spec(tiny_model, make_dataset(train=64, validation=0))
     spec["training"]["max_steps"] = 30
     # No worker is alive yet, so nothing refuses the 2-GPU job: it waits. The 1-GPU job

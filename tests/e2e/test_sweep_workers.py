@@ -3,30 +3,14 @@ the same time, and cancelling the sweep stops the running ones. Real worker proc
 and PostgreSQL; the API in-process (TestClient)."""
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from fastapi.testclient import TestClient
 
-from app.main import create_app
-from tests.e2e.test_faults import finished, long_spec, redis_postgres, wait_until
+from tests.e2e.test_faults import finished, long_spec, wait_until
 from tests.e2e.workers import WorkerProcess
-from tests.fixtures import REDIS_URL
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres,
               pytest.mark.timeout(400)]
-
-
-@pytest.fixture
-def env(settings_env, monkeypatch) -> Iterator[dict[str, str]]:
-    # The Redis database of TUNEDECK_TEST_REDIS_URL: parallel runs each have their own.
-    yield from redis_postgres(settings_env, monkeypatch, int(REDIS_URL.rsplit("/", 1)[1]))
-
-
-@pytest.fixture
-def api(env) -> Iterator[TestClient]:
-    with TestClient(create_app()) as client:
-        yield client
 
 
 def sweep(api: TestClient, tiny_model, dataset, max_steps: int) -> list[int]:
@@ -42,7 +26,8 @@ def running(api: TestClient, job_ids: list[int]) -> list[str]:
 
 
 def test_one_worker_runs_a_sweep_in_turn_two_in_parallel_and_cancel_stops_both(
-        env, api, tiny_model, make_dataset, tmp_path):
+        fleet_env, fleet_api, tiny_model, make_dataset, tmp_path):
+    env, api = fleet_env, fleet_api
     dataset = make_dataset(train=64, validation=0)
     workers = [WorkerProcess(env, tmp_path / "w1.log", "w1")]
     try:
