@@ -105,6 +105,12 @@ def run_job_here(spec: dict[str, Any]) -> dict[str, Any]:
         return done.final_metrics or {}
 
 
+def abba(first: str, second: str, runs: int) -> list[str]:
+    """`runs` runs of each arm in ABBA order (A B B A A B ...): the k-th runs of the two arms
+    sit next to each other, so a drift of the machine's speed moves both alike."""
+    return [first if i % 4 in (0, 3) else second for i in range(runs * 2)]
+
+
 def median(samples: list[float]) -> float:
     return statistics.median(samples)
 

@@ -29,6 +29,7 @@ from typing import Any
 
 from benchmarks.common import (
     Row,
+    abba,
     child_env,
     median,
     minilm_dir,
@@ -104,8 +105,7 @@ def run_arms(spec_path: Path, runs: int, threads: int) -> None:
     rows = int(spec.pop("_train_rows"))
     upgrade(get_settings().db_url)
     results: dict[str, list[dict]] = {"warm-up": [], "plain": [], "tunedeck": []}
-    for i in range(-1, runs * 2):
-        arm = "warm-up" if i < 0 else "plain" if i % 4 in (0, 3) else "tunedeck"
+    for arm in ["warm-up", *abba("plain", "tunedeck", runs)]:
         load = os.getloadavg()[0]
         with tempfile.TemporaryDirectory(prefix=f"p1-{arm}-") as tmp:
             result = (arm_tunedeck if arm == "tunedeck" else arm_plain)(spec, Path(tmp))

@@ -5,8 +5,8 @@ benchmarks/plain_tasks.py; arm B a job row in a real database (SQLite in a temp 
 worker.runner.run_job: claim, worker.training.train through the task's recipe with the
 StreamingCallback and the DbReporter writing every 0.25 s, predictions, final model(s). Both
 arms share the spec's TrainingArguments (validated as the API would: defaults filled in), model,
-data, seed and collator, and run in one child process per task: first one plain run that is not
-counted, then the runs in ABBA order. The value is the median over adjacent pairs of tunedeck's
+data, seed and collator, and run in one child process per task: first one run of each arm that
+is not counted, then the runs in ABBA order. The value is the median over adjacent pairs of tunedeck's
 / the plain script's Trainer train_samples_per_second. Both arms must end with the same eval
 loss (the same model trained on the same batches).
 
@@ -28,7 +28,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import Row, Skip, child_env, median, minilm_dir, run_child, run_job_here
+from benchmarks.common import (
+    Row,
+    Skip,
+    abba,
+    child_env,
+    median,
+    minilm_dir,
+    run_child,
+    run_job_here,
+)
 from benchmarks.overhead import TARGET, default_threads
 
 ENCODER_ROWS = (1024, 64)  # train, validation
@@ -150,14 +159,13 @@ def run_arms(spec_path: Path, runs: int, threads: int) -> None:
     # One uncounted run of each arm first: with a plain warm-up alone, the first tunedeck run
     # in the process was its arm's slowest (multi-label at fd2a351: 72.8 samples/s against
     # 79.1-83.3 for the other three), and its pair's ratio 0.93.
-    for i in range(-2, runs * 2):
-        arm = ("plain" if i == -2 else "tunedeck" if i == -1 else
-               "plain" if i % 4 in (0, 3) else "tunedeck")
+    warm_up = ["plain", "tunedeck"]
+    for n, arm in enumerate(warm_up + abba("plain", "tunedeck", runs)):
         load = os.getloadavg()[0]
         with tempfile.TemporaryDirectory(prefix=f"p12-{arm}-") as tmp:
             result = (arm_tunedeck if arm == "tunedeck" else arm_plain)(spec, Path(tmp))
-        results["warm-up" if i < 0 else arm].append({**result, "arm": arm,
-                                                     "load_average": load})
+        results["warm-up" if n < len(warm_up) else arm].append({**result, "arm": arm,
+                                                                "load_average": load})
     print(json.dumps(results))
 
 

@@ -69,18 +69,29 @@ def get_producer() -> Celery:
     return producer
 
 
+def gpus_asked(spec: dict[str, Any] | None) -> int:
+    """The job spec's `resources.gpus` as a number: 0 for `gpus: 0` and for unset alike."""
+    return int(((spec or {}).get("resources") or {}).get("gpus") or 0)
+
+
 def queue_for(spec: dict[str, Any] | None) -> str:
     """The queue of a job's train task: tunedeck.gpusN for `resources.gpus: N` (N >= 1); the
     queue every training worker consumes for `gpus: 0` (the CPU) and unset (a GPU where the
     worker has one, else the CPU)."""
-    gpus = ((spec or {}).get("resources") or {}).get("gpus")
-    return f"{GPU_QUEUE_PREFIX}{int(gpus)}" if gpus else QUEUE
+    gpus = gpus_asked(spec)
+    return f"{GPU_QUEUE_PREFIX}{gpus}" if gpus else QUEUE
+
+
+def most_gpus(gpu_count: int, ddp_cpu: bool) -> int:
+    """The most GPUs one job may ask of a worker with `gpu_count` GPUs: those, or up to
+    DDP_CPU_MAX_PROCESSES CPU processes on a TUNEDECK_DDP_CPU worker."""
+    return max(gpu_count, DDP_CPU_MAX_PROCESSES if ddp_cpu else 0)
 
 
 def worker_queues(gpu_count: int, ddp_cpu: bool = False) -> list[str]:
     """The queues a training worker with `gpu_count` GPUs consumes: tunedeck, and
-    tunedeck.gpus1 .. tunedeck.gpusN for every N it could run."""
-    most = max(gpu_count, DDP_CPU_MAX_PROCESSES if ddp_cpu else 0)
+    tunedeck.gpus1 .. tunedeck.gpusN for every N it could run (most_gpus)."""
+    most = most_gpus(gpu_count, ddp_cpu)
     return [QUEUE, *(f"{GPU_QUEUE_PREFIX}{n}" for n in range(1, most + 1))]
 
 

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 from app.config import Settings
 from app.db import utcnow
 from app.errors import Invalid
-from app.jobs.queue import DDP_CPU_MAX_PROCESSES
+from app.jobs.queue import gpus_asked, most_gpus
 from app.workers import repository
 from app.workers.models import Worker
 
@@ -21,10 +21,9 @@ def alive(session: Session, settings: Settings) -> list[Worker]:
 
 
 def capacity(worker: Worker) -> int:
-    """The most GPUs one job may ask of this worker (the tunedeck.gpusN queues it consumes,
-    app/jobs/queue.py worker_queues): its GPUs, or up to DDP_CPU_MAX_PROCESSES CPU processes
-    on a TUNEDECK_DDP_CPU worker."""
-    return max(len(worker.gpus), DDP_CPU_MAX_PROCESSES if worker.ddp_cpu else 0)
+    """The most GPUs one job may ask of this worker, as the tunedeck.gpusN queues it consumes
+    (app/jobs/queue.py worker_queues) say."""
+    return most_gpus(len(worker.gpus), worker.ddp_cpu)
 
 
 def check_resources(session: Session, resources: dict[str, Any], settings: Settings) -> None:
@@ -52,7 +51,7 @@ def waiting_for(session: Session, spec: dict[str, Any] | None,
     """Why a queued job asking for N GPUs does not start: no live worker has N (it waits in
     tunedeck.gpusN for one that has, app/jobs/queue.py); None when one has, or none is alive
     (submitted before any worker advertised, the job could not be refused then)."""
-    gpus = int(((spec or {}).get("resources") or {}).get("gpus") or 0)
+    gpus = gpus_asked(spec)
     workers = alive(session, settings) if gpus else []
     most = max((capacity(w) for w in workers), default=0)
     if not workers or gpus <= most:
